@@ -1,0 +1,1 @@
+"""Backend adapters. `backends.base` is the contract; each subpackage is one engine."""

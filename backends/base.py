@@ -1,0 +1,156 @@
+"""The one interface every backend implements.
+
+Backends know nothing of OpenAI's JSON. They receive a neutral, typed
+`GenerationRequest` and yield neutral events; the gateway's wire layer turns those
+into OpenAI responses or SSE chunks. Every value here is a frozen dataclass of plain
+JSON-serialisable fields, so a backend could later run in another process without
+changing this contract.
+
+The shape follows httpx's `AsyncBaseTransport`: a handful of async methods,
+`aclose()`, and use as an async context manager.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """How to pick tokens. Defaults are OpenAI's."""
+
+    max_tokens: int | None = 16  # None: up to the context window
+    temperature: float = 1.0  # 0 means greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off (extension)
+    min_p: float = 0.0  # 0: off (extension)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repeat_penalty: float = 1.0  # 1: off (extension)
+    logit_bias: Mapping[int, float] = field(default_factory=dict)
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One sequence to generate. `prompt` is text or already-tokenised ids."""
+
+    prompt: str | tuple[int, ...]
+    params: SamplingParams = field(default_factory=SamplingParams)
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """Newly generated text (possibly empty while a UTF-8 character or a possible
+    stop string is held back) and the token ids that produced it."""
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """Always the last event of a generation."""
+
+    finish_reason: FinishReason
+    usage: Usage
+
+
+GenerationEvent = TextDelta | Finished
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend supports; the gateway checks requests against this before calling."""
+
+    streaming: bool = True
+    token_prompts: bool = False  # prompt given as token ids
+    logprobs: bool = False
+    echo: bool = False
+    suffix: bool = False  # fill-in-the-middle
+    chat_template: bool = False
+    max_context: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What the gateway reports about a loaded model."""
+
+    id: str
+    backend: str
+    capabilities: Capabilities
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Backend(abc.ABC):
+    """A loaded model (or remote upstream) that can generate.
+
+    Lifecycle: construct with `from_config` (cheap, validates options, may resolve or
+    download files), then `await load()` (heavy: loads weights), then `generate()` any
+    number of times concurrently, then `await aclose()`.
+    """
+
+    #: the name it is registered under in the `gateway.backends` entry-point group
+    name: str = ""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, model_id: str, options: Mapping[str, Any], base_dir: Path) -> Self:
+        """Validate `options` (the model's `[models.options]` table) and build the
+        backend without loading it. Raise `backends.errors.ConfigError` naming the key.
+        `base_dir` is the config file's folder, for relative paths."""
+
+    @abc.abstractmethod
+    async def load(self) -> None:
+        """Load weights or connect. Raise `backends.errors.BackendError` on failure."""
+
+    @property
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @abc.abstractmethod
+    def info(self) -> ModelInfo: ...
+
+    @abc.abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        """Stream events for one sequence, ending with exactly one `Finished`.
+
+        Errors that are the caller's fault (context length, unsupported parameter)
+        must be raised before the first event. Closing the iterator early (the client
+        went away) must stop the generation and free its resources promptly.
+        """
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Free everything. Idempotent."""
+
+    async def __aenter__(self) -> Self:
+        await self.load()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

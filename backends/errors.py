@@ -1,0 +1,54 @@
+"""Errors a backend raises. The gateway maps each to an OpenAI error envelope in one
+place (`gateway.errors`); backends map their engines' foreign exceptions to these."""
+
+from __future__ import annotations
+
+
+class BackendError(Exception):
+    """The backend failed (a 5xx for the client). The message must be safe to show:
+    no tracebacks or file paths."""
+
+
+class ConfigError(Exception):
+    """A model's configuration is wrong; `key` names the option."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class InvalidRequest(Exception):
+    """The request cannot be served by this backend (a 400); `param` names the field."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+class ContextLengthExceeded(InvalidRequest):
+    def __init__(self, prompt_tokens: int, max_tokens: int | None, limit: int) -> None:
+        if max_tokens:
+            message = (
+                f"This model's maximum context length is {limit} tokens, however you "
+                f"requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in your "
+                f"prompt; {max_tokens} for the completion). Please reduce your prompt; "
+                "or completion length."
+            )
+        else:
+            message = (
+                f"This model's maximum context length is {limit} tokens, however your "
+                f"prompt has {prompt_tokens} tokens. Please reduce your prompt."
+            )
+        super().__init__(message, param="prompt", code="context_length_exceeded")
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
+        self.limit = limit
+
+
+class Overloaded(Exception):
+    """Too many requests queued; retry after `retry_after` seconds (a 429)."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

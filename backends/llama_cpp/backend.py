@@ -1,0 +1,209 @@
+"""The `llama_cpp` backend: GGUF models through llama-cpp-python, on CPU, CUDA or Metal."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any, Self
+
+import structlog
+
+from backends.base import (
+    Backend,
+    Capabilities,
+    Finished,
+    GenerationEvent,
+    GenerationRequest,
+    ModelInfo,
+    Usage,
+)
+from backends.errors import BackendError, ConfigError, ContextLengthExceeded, InvalidRequest
+from backends.llama_cpp import native
+from backends.llama_cpp.engine import Engine, Sequence
+from backends.llama_cpp.options import LlamaCppOptions, parse_options
+from backends.llama_cpp.source import resolve_model_file
+
+log = structlog.get_logger("backends.llama_cpp")
+
+REBUILD_HINT = {
+    "cuda": "CMAKE_ARGS='-DGGML_CUDA=on'",
+    "metal": "CMAKE_ARGS='-DGGML_METAL=on'",
+}
+
+
+class LlamaCppBackend(Backend):
+    name = "llama_cpp"
+
+    def __init__(self, model_id: str, opts: LlamaCppOptions, model_file: Path) -> None:
+        self.model_id = model_id
+        self.opts = opts
+        self.model_file = model_file
+        self.n_gpu_layers = gpu_layers_for(opts)
+        self._model: native.Model | None = None
+        self._ctx: native.Context | None = None
+        self._engine: Engine | None = None
+        self._details: dict[str, Any] = {"file": model_file.name}
+
+    @classmethod
+    def from_config(cls, model_id: str, options: Mapping[str, Any], base_dir: Path) -> Self:
+        opts = parse_options(options, base_dir)
+        return cls(model_id, opts, resolve_model_file(opts))
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def load(self) -> None:
+        await asyncio.to_thread(self._load_blocking)
+
+    def _load_blocking(self) -> None:
+        started = time.perf_counter()
+        model = native.Model(self.model_file, self.n_gpu_layers)
+        n_ctx = self.opts.n_ctx
+        if model.n_ctx_train and n_ctx > model.n_ctx_train:
+            log.warning("n_ctx exceeds the model's training context; capping",
+                        n_ctx=n_ctx, n_ctx_train=model.n_ctx_train)
+            n_ctx = model.n_ctx_train
+        try:
+            ctx = native.Context(
+                model, self.opts.parallel, n_ctx, self.opts.n_batch, self.opts.effective_threads
+            )
+        except BackendError:
+            model.close()
+            raise
+        self._model, self._ctx, self._n_ctx = model, ctx, n_ctx
+        self._engine = Engine(model, ctx, n_ctx, self.opts.max_queue)
+        self._engine.start()
+        kv_bytes = kv_cache_bytes(model, n_ctx * self.opts.parallel)
+        self._details.update(
+            size_bytes=self.model_file.stat().st_size,
+            n_ctx=n_ctx,
+            parallel=self.opts.parallel,
+            kv_cache_bytes=kv_bytes,
+            n_gpu_layers=self.n_gpu_layers,
+            has_chat_template=model.chat_template() is not None,
+            fim=model.fim_tokens() is not None,
+        )
+        log.info(
+            "model loaded",
+            model=self.model_id,
+            file=str(self.model_file),
+            size_mib=round(self.model_file.stat().st_size / 2**20, 1),
+            load_seconds=round(time.perf_counter() - started, 2),
+            n_ctx=n_ctx,
+            parallel=self.opts.parallel,
+            kv_cache_mib=round(kv_bytes / 2**20, 1) if kv_bytes else None,
+            n_gpu_layers=self.n_gpu_layers,
+        )
+
+    async def aclose(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            await asyncio.to_thread(engine.stop)
+        if self._ctx is not None:
+            self._ctx.close()
+            self._ctx = None
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
+    # -- description --------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            streaming=True,
+            token_prompts=True,
+            max_context=getattr(self, "_n_ctx", self.opts.n_ctx),
+        )
+
+    def info(self) -> ModelInfo:
+        details = dict(self._details)
+        if self._engine is not None:
+            details["engine"] = self._engine.stats()
+        return ModelInfo(self.model_id, self.name, self.capabilities, details)
+
+    # -- generation ---------------------------------------------------------------
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        engine, model = self._engine, self._model
+        if engine is None or model is None:
+            raise BackendError(f"model {self.model_id!r} is not loaded")
+        tokens = self._prompt_tokens(model, request.prompt)
+        params = request.params
+        limit = self._n_ctx
+        if len(tokens) + (params.max_tokens or 0) > limit or len(tokens) >= limit:
+            raise ContextLengthExceeded(len(tokens), params.max_tokens, limit)
+        if params.max_tokens == 0:
+            yield Finished("length", Usage(len(tokens), 0))
+            return
+        max_new = params.max_tokens if params.max_tokens is not None else limit - len(tokens)
+        seq = Sequence(
+            prompt=tokens,
+            params=params,
+            max_new_tokens=max_new,
+            loop=asyncio.get_running_loop(),
+            request_id=request.request_id,
+        )
+        engine.submit(seq)
+        finished = False
+        try:
+            while not finished:
+                item = await seq.output.get()
+                if isinstance(item, BaseException):
+                    raise item
+                finished = isinstance(item, Finished)
+                yield item
+        finally:
+            if not finished:
+                engine.cancel(seq)
+
+    @staticmethod
+    def _prompt_tokens(model: native.Model, prompt: str | tuple[int, ...]) -> list[int]:
+        if isinstance(prompt, str):
+            tokens = model.tokenize(prompt, add_special=True, parse_special=True)
+        else:
+            bad = next((t for t in prompt if not 0 <= t < model.n_vocab), None)
+            if bad is not None:
+                raise InvalidRequest(
+                    f"token id {bad} is outside this model's vocabulary (0..{model.n_vocab - 1})",
+                    param="prompt",
+                )
+            tokens = list(prompt)
+        if not tokens:
+            # An empty prompt still needs one token to condition on.
+            tokens = [model.bos if model.bos >= 0 else model.eos]
+        return tokens
+
+
+def gpu_layers_for(opts: LlamaCppOptions) -> int:
+    """Layers to offload; fails at startup when a GPU was asked for but not built in."""
+    if opts.device == "cpu":
+        return 0
+    supported = native.gpu_offload_supported()
+    if opts.device in REBUILD_HINT and not supported:
+        raise ConfigError(
+            f"device = {opts.device!r}, but this llama-cpp-python build has no GPU offload. "
+            f"Rebuild it with {REBUILD_HINT[opts.device]}: for example "
+            f"GATEWAY_ACCEL={opts.device} python3 .ci/dev.py serve, or "
+            f"{REBUILD_HINT[opts.device]} pip install --force-reinstall --no-cache-dir "
+            "llama-cpp-python",
+            "device",
+        )
+    return opts.n_gpu_layers if supported else 0
+
+
+def kv_cache_bytes(model: native.Model, n_tokens: int) -> int | None:
+    """f16 K and V for every layer: what the context allocates for `n_tokens`."""
+    arch = model.metadata("general.architecture")
+    try:
+        n_layer = int(model.metadata(f"{arch}.block_count") or 0)
+        n_embd = int(model.metadata(f"{arch}.embedding_length") or 0)
+        n_head = int(model.metadata(f"{arch}.attention.head_count") or 0)
+        n_head_kv = int(model.metadata(f"{arch}.attention.head_count_kv") or n_head)
+    except ValueError:
+        return None
+    if not (n_layer and n_embd and n_head):
+        return None
+    kv_dim = n_head_kv * (n_embd // n_head)
+    return n_layer * n_tokens * kv_dim * 2 * 2

@@ -1,0 +1,240 @@
+"""The batching engine: many sequences share one model and one context.
+
+A single thread owns the llama.cpp context. Each step it builds one batch holding
+the next token of every running sequence plus, with what room is left, a chunk of
+a waiting prompt, decodes it with one `llama_decode`, and samples each sequence that
+produced a logits row with that sequence's own sampler chain. New requests join
+between steps; a cancelled one leaves at the next step. llama.cpp releases the GIL
+inside its native calls, so the event loop stays responsive while the thread decodes.
+
+Results go back to the asyncio side through `loop.call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+from backends.base import Finished, FinishReason, GenerationEvent, SamplingParams, TextDelta, Usage
+from backends.errors import BackendError, Overloaded
+from backends.llama_cpp.native import Context, Model, Sampler
+from backends.text import StopMatcher, Utf8Stream
+
+log = structlog.get_logger("backends.llama_cpp.engine")
+
+EngineOutput = GenerationEvent | BaseException
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One generation, from queued to finished. Owned by the engine thread once
+    submitted, except `cancelled`, which the asyncio side may set at any time."""
+
+    prompt: list[int]
+    params: SamplingParams
+    max_new_tokens: int
+    loop: asyncio.AbstractEventLoop
+    request_id: str = ""
+    output: asyncio.Queue[EngineOutput] = field(default_factory=asyncio.Queue)
+    cancelled: bool = False
+    # engine-thread state
+    slot: int = -1
+    n_prefilled: int = 0
+    n_generated: int = 0
+    last_token: int = -1
+    sampler: Sampler | None = None
+    utf8: Utf8Stream = field(default_factory=Utf8Stream)
+    stops: StopMatcher | None = None
+    done: bool = False
+
+    @property
+    def n_past(self) -> int:
+        return self.n_prefilled + self.n_generated
+
+    def emit(self, item: EngineOutput) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.output.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            self.cancelled = True
+
+
+class Engine:
+    def __init__(self, model: Model, ctx: Context, n_ctx_seq: int, max_queue: int) -> None:
+        self._model = model
+        self._ctx = ctx
+        self._n_ctx_seq = n_ctx_seq
+        self._max_queue = max_queue
+        self._cond = threading.Condition()
+        self._waiting: collections.deque[Sequence] = collections.deque()
+        self._slots: list[Sequence | None] = [None] * ctx.n_seq
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
+        self.steps = 0
+
+    # -- asyncio side -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, seq: Sequence) -> None:
+        with self._cond:
+            if self._stopping:
+                raise BackendError("the model is shutting down")
+            busy = sum(s is not None for s in self._slots)
+            if busy >= len(self._slots) and len(self._waiting) >= self._max_queue:
+                raise Overloaded(
+                    f"all {len(self._slots)} slots are busy and {len(self._waiting)} "
+                    "requests are queued; retry shortly",
+                    retry_after=1.0,
+                )
+            self._waiting.append(seq)
+            self._cond.notify()
+
+    def cancel(self, seq: Sequence) -> None:
+        with self._cond:
+            seq.cancelled = True
+            if seq in self._waiting:
+                self._waiting.remove(seq)
+            self._cond.notify()
+
+    def stats(self) -> dict[str, int]:
+        with self._cond:
+            return {
+                "slots": len(self._slots),
+                "busy": sum(s is not None and not s.done for s in self._slots),
+                "queued": len(self._waiting),
+                "steps": self.steps,
+            }
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+
+    # -- engine thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while self._admit():
+                self._step()
+        except BaseException as exc:  # never leave callers waiting forever
+            log.exception("engine crashed")
+            self._fail_all(BackendError(f"the inference engine failed: {type(exc).__name__}"))
+
+    def _admit(self) -> bool:
+        """Drop cancelled sequences, move waiting ones into free slots, and block while
+        there is nothing to do. Returns False when the engine should stop."""
+        with self._cond:
+            while True:
+                for i, seq in enumerate(self._slots):
+                    if seq is not None and (seq.cancelled or seq.done):
+                        self._release(i)
+                for i, seq in enumerate(self._slots):
+                    if seq is None and self._waiting:
+                        self._place(self._waiting.popleft(), i)
+                if self._stopping:
+                    self._fail_all(BackendError("the model is shutting down"))
+                    return False
+                if any(s is not None for s in self._slots):
+                    return True
+                self._cond.wait()
+
+    def _place(self, seq: Sequence, slot: int) -> None:
+        seq.slot = slot
+        seq.sampler = Sampler(self._model, seq.params)
+        seq.stops = StopMatcher(seq.params.stop)
+        self._ctx.forget(slot)
+        self._slots[slot] = seq
+
+    def _release(self, slot: int) -> None:
+        seq = self._slots[slot]
+        self._slots[slot] = None
+        self._ctx.forget(slot)
+        if seq is not None and seq.sampler is not None:
+            seq.sampler.close()
+            seq.sampler = None
+
+    def _step(self) -> None:
+        budget = self._ctx.n_batch
+        entries: list[tuple[int, int, int, bool]] = []
+        sample_at: list[tuple[Sequence, int]] = []
+        # Running sequences first: one token each keeps every stream flowing.
+        for seq in self._slots:
+            if seq is not None and seq.n_prefilled == len(seq.prompt) and budget > 0:
+                sample_at.append((seq, len(entries)))
+                entries.append((seq.last_token, seq.n_past - 1, seq.slot, True))
+                budget -= 1
+        # Then prompt chunks, so a long prompt never stalls running streams for more
+        # than one chunk.
+        for seq in self._slots:
+            if seq is None or seq.n_prefilled == len(seq.prompt) or budget <= 0:
+                continue
+            start = seq.n_prefilled
+            end = min(len(seq.prompt), start + budget)
+            for pos in range(start, end):
+                last = pos == len(seq.prompt) - 1
+                if last:
+                    sample_at.append((seq, len(entries)))
+                entries.append((seq.prompt[pos], pos, seq.slot, last))
+            seq.n_prefilled = end
+            budget -= end - start
+        if not entries:
+            return
+        started = time.perf_counter()
+        self._ctx.decode(entries)
+        self.steps += 1
+        for seq, index in sample_at:
+            assert seq.sampler is not None
+            token = seq.sampler.sample(self._ctx, index)
+            self._advance(seq, token)
+        elapsed = time.perf_counter() - started
+        if elapsed > 5:
+            log.warning("slow engine step", seconds=round(elapsed, 2), tokens=len(entries))
+
+    def _advance(self, seq: Sequence, token: int) -> None:
+        if seq.cancelled:
+            return
+        if self._model.is_eog(token):
+            self._finish(seq, "stop", self._drain(seq))
+            return
+        seq.n_generated += 1
+        seq.last_token = token
+        assert seq.stops is not None
+        text, stopped = seq.stops.feed(seq.utf8.feed(self._model.piece(token)))
+        if stopped:
+            self._finish(seq, "stop", text, (token,))
+            return
+        if seq.n_generated >= seq.max_new_tokens or seq.n_past >= self._n_ctx_seq:
+            self._finish(seq, "length", text + self._drain(seq), (token,))
+            return
+        seq.emit(TextDelta(text, (token,)))
+
+    @staticmethod
+    def _drain(seq: Sequence) -> str:
+        """Text still held back (a partial UTF-8 character or a possible stop string)."""
+        assert seq.stops is not None
+        text, stopped = seq.stops.feed(seq.utf8.flush())
+        return text if stopped else text + seq.stops.flush()
+
+    def _finish(
+        self, seq: Sequence, reason: FinishReason, text: str, tokens: tuple[int, ...] = ()
+    ) -> None:
+        if text or tokens:
+            seq.emit(TextDelta(text, tokens))
+        seq.emit(Finished(reason, Usage(len(seq.prompt), seq.n_generated)))
+        seq.done = True
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for i, seq in enumerate(self._slots):
+            if seq is not None:
+                if not seq.done:
+                    seq.emit(exc)
+                self._release(i)
+        while self._waiting:
+            self._waiting.popleft().emit(exc)

@@ -1,0 +1,223 @@
+"""Thin, typed wrappers over llama-cpp-python's low-level (ctypes) API.
+
+Everything that touches `llama_cpp` directly lives here, and every failure of the
+native library is turned into a `BackendError` here, so the engine above works with
+Python objects and the gateway's own errors only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+
+from backends.base import SamplingParams
+from backends.errors import BackendError
+
+
+def init_backend() -> None:
+    # Idempotent in llama.cpp: it only sets up timers and lookup tables.
+    llama_cpp.llama_backend_init()
+
+
+def gpu_offload_supported() -> bool:
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def system_info() -> str:
+    return (llama_cpp.llama_print_system_info() or b"").decode("utf-8", "replace")
+
+
+@dataclass(frozen=True, slots=True)
+class FimTokens:
+    prefix: int
+    suffix: int
+    middle: int
+
+
+class Model:
+    """Weights and vocabulary, loaded once and shared by every sequence."""
+
+    def __init__(self, path: Path, n_gpu_layers: int) -> None:
+        init_backend()
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        self._ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not self._ptr:
+            raise BackendError(f"llama.cpp could not load the model file {path.name!r}")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._ptr)
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(self._ptr))
+        self.size_bytes = int(llama_cpp.llama_model_size(self._ptr))
+        self.bos = int(llama_cpp.llama_vocab_bos(self._vocab))
+        self.eos = int(llama_cpp.llama_vocab_eos(self._vocab))
+
+    @property
+    def ptr(self) -> llama_cpp.llama_model_p:
+        return self._ptr
+
+    def metadata(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(4096)
+        n = llama_cpp.llama_model_meta_val_str(self._ptr, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            llama_cpp.llama_model_meta_val_str(self._ptr, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace")
+
+    def chat_template(self) -> str | None:
+        raw = llama_cpp.llama_model_chat_template(self._ptr, None)
+        return raw.decode("utf-8", "replace") if raw else None
+
+    def fim_tokens(self) -> FimTokens | None:
+        pre = llama_cpp.llama_vocab_fim_pre(self._vocab)
+        suf = llama_cpp.llama_vocab_fim_suf(self._vocab)
+        mid = llama_cpp.llama_vocab_fim_mid(self._vocab)
+        if min(pre, suf, mid) < 0:
+            return None
+        return FimTokens(int(pre), int(suf), int(mid))
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (llama_cpp.llama_token * cap)()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            buf = (llama_cpp.llama_token * cap)()
+            n = llama_cpp.llama_tokenize(
+                self._vocab, data, len(data), buf, cap, add_special, parse_special
+            )
+        if n < 0:
+            raise BackendError("tokenization failed")
+        return list(buf[:n])
+
+    def piece(self, token: int, special: bool = False) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return buf.raw[: max(n, 0)]
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def close(self) -> None:
+        if self._ptr:
+            llama_cpp.llama_model_free(self._ptr)
+            self._ptr = None
+
+
+class Context:
+    """One inference context holding `n_seq` KV sequences of up to `n_ctx_seq` tokens
+    each; the KV cache is unified, so its size is `n_seq * n_ctx_seq` tokens."""
+
+    def __init__(
+        self, model: Model, n_seq: int, n_ctx_seq: int, n_batch: int, n_threads: int
+    ) -> None:
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_seq * n_ctx_seq
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = n_seq
+        params.kv_unified = True
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads
+        params.no_perf = True
+        self._ptr = llama_cpp.llama_init_from_model(model.ptr, params)
+        if not self._ptr:
+            raise BackendError("llama.cpp could not create a context (out of memory?)")
+        self._mem = llama_cpp.llama_get_memory(self._ptr)
+        self.n_batch = n_batch
+        self.n_seq = n_seq
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._model = model
+
+    @property
+    def ptr(self) -> llama_cpp.llama_context_p:
+        return self._ptr
+
+    def decode(self, entries: Sequence[tuple[int, int, int, bool]]) -> None:
+        """Decode (token, position, sequence id, wants logits) entries in one batch."""
+        batch = self._batch
+        for i, (token, pos, seq, logits) in enumerate(entries):
+            batch.token[i] = token
+            batch.pos[i] = pos
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq
+            batch.logits[i] = logits
+        batch.n_tokens = len(entries)
+        rc = llama_cpp.llama_decode(self._ptr, batch)
+        if rc != 0:
+            raise BackendError(f"llama_decode failed (code {rc})")
+
+    def forget(self, seq: int, from_pos: int = -1) -> None:
+        """Drop a sequence's KV entries from `from_pos` on (all of them by default)."""
+        llama_cpp.llama_memory_seq_rm(self._mem, seq, from_pos, -1)
+
+    def close(self) -> None:
+        if self._ptr:
+            llama_cpp.llama_batch_free(self._batch)
+            llama_cpp.llama_free(self._ptr)
+            self._ptr = None
+
+
+class Sampler:
+    """A per-sequence sampler chain built from the request's parameters."""
+
+    def __init__(self, model: Model, params: SamplingParams) -> None:
+        chain_params = llama_cpp.llama_sampler_chain_default_params()
+        chain_params.no_perf = True
+        self._ptr = llama_cpp.llama_sampler_chain_init(chain_params)
+        add = lambda s: llama_cpp.llama_sampler_chain_add(self._ptr, s)  # noqa: E731
+        if params.logit_bias:
+            add(_logit_bias(model.n_vocab, params.logit_bias))
+        if (
+            params.presence_penalty
+            or params.frequency_penalty
+            or params.repeat_penalty != 1.0
+        ):
+            add(
+                llama_cpp.llama_sampler_init_penalties(
+                    model.n_vocab,
+                    64,
+                    params.repeat_penalty,
+                    params.frequency_penalty,
+                    params.presence_penalty,
+                )
+            )
+        if params.temperature <= 0:
+            add(llama_cpp.llama_sampler_init_greedy())
+            return
+        if params.top_k > 0:
+            add(llama_cpp.llama_sampler_init_top_k(params.top_k))
+        if params.top_p < 1.0:
+            add(llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+        if params.min_p > 0.0:
+            add(llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
+        add(llama_cpp.llama_sampler_init_temp(params.temperature))
+        seed = params.seed if params.seed is not None else random.getrandbits(32)
+        add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+
+    def sample(self, ctx: Context, batch_index: int) -> int:
+        return int(llama_cpp.llama_sampler_sample(self._ptr, ctx.ptr, batch_index))
+
+    def close(self) -> None:
+        if self._ptr:
+            llama_cpp.llama_sampler_free(self._ptr)
+            self._ptr = None
+
+
+def _logit_bias(n_vocab: int, bias: Mapping[int, float]) -> llama_cpp.llama_sampler_p:
+    arr = (llama_cpp.llama_logit_bias * len(bias))()
+    for i, (token, value) in enumerate(bias.items()):
+        arr[i].token = token
+        # OpenAI: -100 bans a token, 100 forces it; -inf makes the ban exact.
+        arr[i].bias = float("-inf") if value <= -100 else value
+    return llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(bias), arr)

@@ -1,0 +1,99 @@
+"""The `[models.options]` of a `llama_cpp` model, validated with errors that name the key."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from backends.errors import ConfigError
+
+Device = Literal["auto", "cpu", "cuda", "metal"]
+SOURCE_KEYS = ("model_path", "hf_repo", "package")
+KNOWN_KEYS = {
+    *SOURCE_KEYS,
+    "hf_file",
+    "hf_revision",
+    "package_file",
+    "n_ctx",
+    "threads",
+    "device",
+    "n_gpu_layers",
+    "parallel",
+    "n_batch",
+    "max_queue",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LlamaCppOptions:
+    # where the GGUF comes from: exactly one of these
+    model_path: Path | None = None
+    hf_repo: str | None = None
+    hf_file: str | None = None
+    hf_revision: str | None = None
+    package: str | None = None
+    package_file: str = "*.gguf"
+    # engine
+    n_ctx: int = 2048  # context window of each sequence
+    threads: int = 0  # 0: all cores
+    device: Device = "auto"
+    n_gpu_layers: int = -1  # -1: all layers when offloading
+    parallel: int = 4  # sequences decoded together
+    n_batch: int = 512  # tokens per decode step (prompt chunk size)
+    max_queue: int = 64  # requests waiting for a slot before 429
+
+    @property
+    def effective_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+
+def parse_options(options: Mapping[str, Any], base_dir: Path) -> LlamaCppOptions:
+    unknown = sorted(set(options) - KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_KEYS))}",
+            unknown[0],
+        )
+    sources = [k for k in SOURCE_KEYS if options.get(k)]
+    if len(sources) != 1:
+        raise ConfigError(
+            "set exactly one of model_path, hf_repo (with hf_file) or package "
+            f"(found: {', '.join(sources) or 'none'})",
+            "model_path",
+        )
+    values: dict[str, Any] = {}
+    for key in ("hf_repo", "hf_file", "hf_revision", "package", "package_file"):
+        if key in options:
+            values[key] = _string(options, key)
+    if "model_path" in options:
+        path = Path(os.path.expanduser(_string(options, "model_path")))
+        values["model_path"] = path if path.is_absolute() else (base_dir / path).resolve()
+    if "hf_repo" in values and "hf_file" not in values:
+        raise ConfigError("hf_repo needs hf_file: the GGUF file name in the repository", "hf_file")
+    for key, low in (("n_ctx", 16), ("threads", 0), ("parallel", 1), ("n_batch", 8),
+                     ("max_queue", 0), ("n_gpu_layers", -1)):
+        if key in options:
+            values[key] = _integer(options, key, low)
+    if "device" in options:
+        device = options["device"]
+        if device not in ("auto", "cpu", "cuda", "metal"):
+            raise ConfigError("device must be one of auto, cpu, cuda, metal", "device")
+        values["device"] = device
+    return LlamaCppOptions(**values)
+
+
+def _string(options: Mapping[str, Any], key: str) -> str:
+    value = options[key]
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key} must be a non-empty string", key)
+    return value
+
+
+def _integer(options: Mapping[str, Any], key: str, low: int) -> int:
+    value = options[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{key} must be an integer >= {low}", key)
+    return value

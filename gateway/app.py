@@ -1,0 +1,81 @@
+"""Build the ASGI application: routes, edge middleware and the lifespan that loads
+and frees the models. All state lives in the app, none in module globals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.config import GatewayConfig
+from gateway.errors import APIError
+from gateway.handlers.common import error_response
+from gateway.handlers.completions import create_completion
+from gateway.handlers.health import health, ready
+from gateway.handlers.models import get_model, list_backends, list_models
+from gateway.middleware import ApiKeyAuth, BodyLimit, RequestContext
+from gateway.registry import ModelRegistry
+
+log = structlog.get_logger("gateway.app")
+
+
+def _log_fatal(message: str) -> None:
+    log.error("fatal", message=message)
+
+
+def create_app(
+    config: GatewayConfig,
+    models: ModelRegistry | None = None,
+    on_fatal: Callable[[str], None] = _log_fatal,
+) -> Starlette:
+    """`models` is built from `config` when not given. `on_fatal` is called when a model
+    fails to load; the CLI uses it to stop the server with an error."""
+    registry = models if models is not None else ModelRegistry.from_config(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
+        loader = asyncio.create_task(registry.load_all(on_fatal))
+        try:
+            yield {"registry": registry}
+        finally:
+            loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loader
+            await registry.aclose()
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        message = {
+            404: f"Unknown request URL: {request.method} {request.url.path}.",
+            405: f"Method {request.method} is not allowed for {request.url.path}.",
+        }.get(exc.status_code, str(exc.detail))
+        return error_response(APIError(exc.status_code, message, "invalid_request_error", None, code))
+
+    routes = [
+        Route("/v1/completions", create_completion, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
+        Route("/v1/backends", list_backends, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
+    ]
+    middleware = [
+        Middleware(RequestContext),
+        Middleware(ApiKeyAuth, keys=config.server.api_keys),
+        Middleware(BodyLimit, max_bytes=config.server.max_body_bytes),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
+    )

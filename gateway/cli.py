@@ -1,0 +1,78 @@
+"""The `gateway` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import structlog
+import uvicorn
+
+from gateway import __version__
+from gateway.app import create_app
+from gateway.config import ConfigFileError, load_config
+from gateway.logs import configure_logging
+from gateway.registry import ModelRegistry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the models of a config file")
+    check = sub.add_parser("check", help="validate a config file and find its model files")
+    for p in (serve, check):
+        p.add_argument("--config", type=Path, required=True, help="TOML config file")
+    serve.add_argument("--host", help="overrides server.host and GATEWAY_HOST")
+    serve.add_argument("--port", type=int, help="overrides server.port and GATEWAY_PORT")
+    for p in (serve, check):
+        p.add_argument("--log-format", choices=["auto", "json", "console"])
+        p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigFileError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    server = config.server
+    configure_logging(args.log_format or server.log_format, args.log_level or server.log_level)
+    log = structlog.get_logger("gateway")
+    try:
+        models = ModelRegistry.from_config(config)
+    except ConfigFileError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        for m in models.models:
+            print(f"{m.id}: backend {m.backend.name}, ok")
+        return 0
+
+    exit_code = 0
+    uv_server: uvicorn.Server | None = None
+
+    def on_fatal(message: str) -> None:
+        nonlocal exit_code
+        exit_code = 1
+        print(f"gateway: {message}", file=sys.stderr)
+        if uv_server is not None:
+            uv_server.should_exit = True
+
+    app = create_app(config, models, on_fatal)
+    uv_config = uvicorn.Config(
+        app,
+        host=args.host or server.host,
+        port=args.port if args.port is not None else server.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    uv_server = uvicorn.Server(uv_config)
+    log.info("starting", host=uv_config.host, port=uv_config.port, models=[m.id for m in models.models])
+    uv_server.run()
+    return exit_code or (0 if uv_server.started else 1)

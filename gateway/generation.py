@@ -1,0 +1,149 @@
+"""Run the generations behind one API call: several choices at once, primed so that
+errors surface before any response is sent, merged for streaming or collected for a
+plain response, and stopped when the client goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from starlette.types import Receive
+
+from backends.base import Backend, Finished, GenerationEvent, GenerationRequest, TextDelta, Usage
+
+T = TypeVar("T")
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before the response was complete."""
+
+
+@dataclass
+class ChoiceStream:
+    index: int
+    first: GenerationEvent
+    rest: AsyncIterator[GenerationEvent]
+
+    async def events(self) -> AsyncIterator[GenerationEvent]:
+        async with contextlib.aclosing(self.rest):
+            yield self.first
+            if isinstance(self.first, Finished):
+                return
+            async for event in self.rest:
+                yield event
+
+
+@dataclass
+class ChoiceOutcome:
+    index: int
+    text: str
+    finish_reason: str
+    usage: Usage
+
+
+class FirstToken:
+    """Records when the first generated token of a call arrived."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.ms: float | None = None
+
+    def seen(self, event: GenerationEvent) -> None:
+        if self.ms is None and isinstance(event, TextDelta):
+            self.ms = round((time.perf_counter() - self.started) * 1000, 1)
+
+
+async def open_choices(backend: Backend, requests: Sequence[GenerationRequest]) -> list[ChoiceStream]:
+    """Start every generation and wait for each one's first event, so that a bad request
+    fails as a whole with a proper status before anything is sent."""
+    gens = [backend.generate(r) for r in requests]
+    firsts = await asyncio.gather(*(anext(g) for g in gens), return_exceptions=True)
+    failure = next((f for f in firsts if isinstance(f, BaseException)), None)
+    if failure is not None:
+        await asyncio.gather(*(g.aclose() for g in gens), return_exceptions=True)
+        raise failure
+    return [
+        ChoiceStream(i, first, gen)  # type: ignore[arg-type]
+        for i, (first, gen) in enumerate(zip(firsts, gens, strict=True))
+    ]
+
+
+async def merge(streams: Sequence[ChoiceStream]) -> AsyncIterator[tuple[int, GenerationEvent]]:
+    """Interleave the choices' events as they arrive. Closing this iterator stops them all."""
+    if len(streams) == 1:
+        async with contextlib.aclosing(streams[0].events()) as events:
+            async for event in events:
+                yield streams[0].index, event
+        return
+    queue: asyncio.Queue[tuple[int, GenerationEvent | BaseException]] = asyncio.Queue()
+
+    async def pump(stream: ChoiceStream) -> None:
+        try:
+            async with contextlib.aclosing(stream.events()) as events:
+                async for event in events:
+                    await queue.put((stream.index, event))
+        except Exception as exc:
+            await queue.put((stream.index, exc))
+
+    tasks = [asyncio.create_task(pump(s)) for s in streams]
+    try:
+        remaining = len(streams)
+        while remaining:
+            index, item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, Finished):
+                remaining -= 1
+            yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def collect(streams: Sequence[ChoiceStream], first_token: FirstToken) -> list[ChoiceOutcome]:
+    texts: dict[int, list[str]] = {s.index: [] for s in streams}
+    outcomes: list[ChoiceOutcome] = []
+    async with contextlib.aclosing(merge(streams)) as events:
+        async for index, event in events:
+            first_token.seen(event)
+            if isinstance(event, TextDelta):
+                texts[index].append(event.text)
+            else:
+                outcomes.append(
+                    ChoiceOutcome(index, "".join(texts[index]), event.finish_reason, event.usage)
+                )
+    return sorted(outcomes, key=lambda o: o.index)
+
+
+def total_usage(usages: Sequence[Usage], n: int) -> Usage:
+    """OpenAI counts each prompt once, however many choices it has."""
+    prompt = sum(u.prompt_tokens for i, u in enumerate(usages) if i % n == 0)
+    return Usage(prompt, sum(u.completion_tokens for u in usages))
+
+
+async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
+    """Await `work`, but cancel it and raise ClientDisconnected if the client leaves
+    first. Cancelling closes the backend's iterators, which frees the engine's slots."""
+
+    async def wait_disconnect() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    work_task = asyncio.ensure_future(work)
+    watcher = asyncio.create_task(wait_disconnect())
+    try:
+        done, _ = await asyncio.wait({work_task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not work_task.done():
+            work_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await work_task
+    if work_task not in done or work_task.cancelled():
+        raise ClientDisconnected
+    return work_task.result()

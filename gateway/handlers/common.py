@@ -1,0 +1,47 @@
+"""What every endpoint shares: the error boundary and access to app state."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+
+import structlog
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.errors import APIError, to_api_error
+from gateway.generation import ClientDisconnected
+from gateway.middleware import access_record
+from gateway.registry import ModelRegistry
+
+log = structlog.get_logger("gateway.handlers")
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def registry(request: Request) -> ModelRegistry:
+    return request.state.registry
+
+
+def error_response(error: APIError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def api_endpoint(handler: Endpoint) -> Endpoint:
+    """Every failure becomes an OpenAI error envelope; unexpected ones are logged with
+    their traceback here and reach the client as a generic 500."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ClientDisconnected:
+            access_record(request.scope).error = "client_disconnected"
+            return Response(status_code=499)
+        except Exception as exc:
+            error = to_api_error(exc)
+            if error.status >= 500 and not isinstance(exc, APIError):
+                log.error("request failed", exc_info=exc, error_type=type(exc).__name__)
+            access_record(request.scope).error = error.code or error.type
+            return error_response(error)
+
+    return wrapper

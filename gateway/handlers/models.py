@@ -1,0 +1,49 @@
+"""GET /v1/models, GET /v1/models/{id}, GET /v1/backends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.errors import model_not_found
+from gateway.handlers.common import api_endpoint, registry
+from gateway.registry import ServedModel
+
+
+def _model_json(model: ServedModel) -> dict[str, Any]:
+    return {"id": model.id, "object": "model", "created": model.created, "owned_by": "gateway"}
+
+
+@api_endpoint
+async def list_models(request: Request) -> Response:
+    models = registry(request).models
+    return JSONResponse({"object": "list", "data": [_model_json(m) for m in models]})
+
+
+@api_endpoint
+async def get_model(request: Request) -> Response:
+    model_id = request.path_params["model_id"]
+    for model in registry(request).models:
+        if model.id == model_id:
+            return JSONResponse(_model_json(model))
+    raise model_not_found(model_id)
+
+
+@api_endpoint
+async def list_backends(request: Request) -> Response:
+    """The state of every configured model and its backend (not an OpenAI endpoint)."""
+    data = []
+    for model in registry(request).models:
+        info = model.backend.info() if model.state == "ready" else None
+        data.append(
+            {
+                "model": model.id,
+                "backend": model.backend.name,
+                "state": model.state,
+                "error": model.error,
+                "details": dict(info.details) if info else {},
+            }
+        )
+    return JSONResponse({"object": "list", "data": data})

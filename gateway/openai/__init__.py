@@ -1,0 +1,1 @@
+"""The wire layer: OpenAI's JSON in and out. Only this package knows that format."""
