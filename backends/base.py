@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +40,34 @@ class SamplingParams:
 
 
 @dataclass(frozen=True, slots=True)
-class GenerationRequest:
-    """One sequence to generate. `prompt` is text or already-tokenised ids."""
+class ChatMessage:
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str
+    name: str | None = None
 
-    prompt: str | tuple[int, ...]
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One sequence to generate.
+
+    A completion has `prompt` (text or already-tokenised ids); a chat has `messages`
+    instead, which the backend renders with its chat template (or forwards).
+    `logprobs`: how many alternatives to report per token (None: no log-probs).
+    `echo`: emit the prompt first (only when the backend declares `echo`).
+    `suffix`: text after the insertion point, for fill-in-the-middle.
+    """
+
+    prompt: str | tuple[int, ...] = ""
     params: SamplingParams = field(default_factory=SamplingParams)
     request_id: str = ""
+    messages: tuple[ChatMessage, ...] = ()
+    logprobs: int | None = None
+    echo: bool = False
+    suffix: str | None = None
+
+    @property
+    def is_chat(self) -> bool:
+        return bool(self.messages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +81,24 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One token's text and log-probability, with the most likely alternatives."""
+
+    token: str
+    logprob: float | None  # None for the first prompt token when echoing
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class TextDelta:
     """Newly generated text (possibly empty while a UTF-8 character or a possible
-    stop string is held back) and the token ids that produced it."""
+    stop string is held back) and the token ids that produced it. With `echo`, the
+    first delta is the prompt itself, marked `is_prompt`."""
 
     text: str
     token_ids: tuple[int, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
+    is_prompt: bool = False
 
 
 @dataclass(frozen=True, slots=True)

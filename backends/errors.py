@@ -52,3 +52,25 @@ class Overloaded(Exception):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class UpstreamError(BackendError):
+    """A remote upstream answered with an error (or not at all). `status` is what the
+    client should see: an upstream 4xx keeps its status, a timeout is a 504, an
+    unreachable or broken upstream a 502."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int = 502,
+        type: str = "server_error",
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.code = code
+        self.param = param
+        self.retry_after = retry_after

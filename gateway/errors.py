@@ -63,6 +63,11 @@ def to_api_error(exc: BaseException) -> APIError:
                 "rate_limit_exceeded",
                 {"retry-after": str(max(1, round(exc.retry_after)))},
             )
+        case backend_errors.UpstreamError():
+            headers = None
+            if exc.retry_after is not None:
+                headers = {"retry-after": str(max(1, round(exc.retry_after)))}
+            return APIError(exc.status, str(exc), exc.type, exc.param, exc.code, headers)
         case backend_errors.BackendError():
             return APIError(500, str(exc), "server_error", None, "backend_error")
         case _:
