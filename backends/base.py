@@ -162,7 +162,13 @@ class Backend(abc.ABC):
     def capabilities(self) -> Capabilities: ...
 
     @abc.abstractmethod
-    def info(self) -> ModelInfo: ...
+    def info(self) -> ModelInfo:
+        """Static facts about the model (file, context size, ...): they feed the
+        response's `system_fingerprint`, so nothing here should change per request."""
+
+    def stats(self) -> Mapping[str, Any]:
+        """Live numbers for the status endpoint (queue length, busy slots, replicas)."""
+        return {}
 
     @abc.abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:

@@ -118,10 +118,10 @@ class LlamaCppBackend(Backend):
         )
 
     def info(self) -> ModelInfo:
-        details = dict(self._details)
-        if self._engine is not None:
-            details["engine"] = self._engine.stats()
-        return ModelInfo(self.model_id, self.name, self.capabilities, details)
+        return ModelInfo(self.model_id, self.name, self.capabilities, dict(self._details))
+
+    def stats(self) -> Mapping[str, Any]:
+        return self._engine.stats() if self._engine is not None else {}
 
     # -- generation ---------------------------------------------------------------
 

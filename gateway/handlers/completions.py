@@ -29,6 +29,7 @@ from gateway.openai.completions import (
     CompletionCall,
     CompletionEncoder,
     check_capabilities,
+    fingerprint,
     parse_completion_request,
 )
 from gateway.openai.params import parse_json_body
@@ -47,7 +48,7 @@ async def create_completion(request: Request) -> Response:
     streams = await unless_disconnected(
         request.receive, open_choices(backend, call.requests(request.state.request_id))
     )
-    encoder = CompletionEncoder(call.model, call.include_usage)
+    encoder = CompletionEncoder(call.model, fingerprint(backend.info()), call.include_usage)
     if call.stream:
         return EventSourceResponse(
             _sse(call, streams, encoder, first_token, record), sep="\n", ping=15

@@ -44,6 +44,7 @@ async def list_backends(request: Request) -> Response:
                 "state": model.state,
                 "error": model.error,
                 "details": dict(info.details) if info else {},
+                "stats": dict(model.backend.stats()) if info else {},
             }
         )
     return JSONResponse({"object": "list", "data": data})

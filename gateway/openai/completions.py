@@ -3,12 +3,13 @@ JSON and SSE chunks out. Nothing else in the gateway knows this wire format."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from backends.base import Capabilities, GenerationRequest, SamplingParams, Usage
+from backends.base import Capabilities, GenerationRequest, ModelInfo, SamplingParams, Usage
 from gateway.errors import invalid
 from gateway.openai import params as p
 
@@ -115,6 +116,12 @@ def check_capabilities(call: CompletionCall, caps: Capabilities, model: str) -> 
             )
 
 
+def fingerprint(info: ModelInfo) -> str:
+    """Changes when the backend configuration that produced a response changes."""
+    source = f"{info.backend}|{info.id}|{sorted(info.details.items())!r}"
+    return "fp_" + hashlib.sha256(source.encode()).hexdigest()[:10]
+
+
 def new_completion_id() -> str:
     return f"cmpl-{secrets.token_hex(12)}"
 
@@ -129,10 +136,11 @@ class ChoiceResult:
 class CompletionEncoder:
     """Builds response bodies and stream chunks that share one id and timestamp."""
 
-    def __init__(self, model: str, include_usage: bool = False) -> None:
+    def __init__(self, model: str, fingerprint: str, include_usage: bool = False) -> None:
         self.id = new_completion_id()
         self.created = int(time.time())
         self.model = model
+        self.fingerprint = fingerprint
         self.include_usage = include_usage
 
     def _envelope(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
@@ -141,7 +149,7 @@ class CompletionEncoder:
             "object": "text_completion",
             "created": self.created,
             "model": self.model,
-            "system_fingerprint": None,
+            "system_fingerprint": self.fingerprint,
             "choices": choices,
         }
 
