@@ -85,8 +85,17 @@ def llama_wheel(python: Path) -> Path:
     # --no-cache-dir: pip's own wheel cache ignores CMAKE_ARGS and would hand back
     # a wheel built with other flags.
     run(
-        [str(python), "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-w", str(tmp),
-         f"llama-cpp-python=={LLAMA_CPP_VERSION}"],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-cache-dir",
+            "-w",
+            str(tmp),
+            f"llama-cpp-python=={LLAMA_CPP_VERSION}",
+        ],
         env=env,
     )
     tmp.rename(wheel_dir)
@@ -101,8 +110,13 @@ def ensure_env(extras: str) -> Path:
         venv.EnvBuilder(with_pip=True, clear=True).create(vdir)
     wheel = llama_wheel(python)
     stamp_src = "|".join(
-        [(ROOT / "pyproject.toml").read_text(), wheel.name, str(wheel.parent), extras,
-         *EXTRA_PACKAGES]
+        [
+            (ROOT / "pyproject.toml").read_text(),
+            wheel.name,
+            str(wheel.parent),
+            extras,
+            *EXTRA_PACKAGES,
+        ]
     )
     stamp = hashlib.sha256(stamp_src.encode()).hexdigest()
     stamp_file = vdir / ".gateway-stamp"

@@ -58,7 +58,9 @@ def create_app(
             404: f"Unknown request URL: {request.method} {request.url.path}.",
             405: f"Method {request.method} is not allowed for {request.url.path}.",
         }.get(exc.status_code, str(exc.detail))
-        return error_response(APIError(exc.status_code, message, "invalid_request_error", None, code))
+        return error_response(
+            APIError(exc.status_code, message, "invalid_request_error", None, code)
+        )
 
     routes = [
         Route("/v1/completions", create_completion, methods=["POST"]),

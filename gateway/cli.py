@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=5,
     )
     uv_server = uvicorn.Server(uv_config)
-    log.info("starting", host=uv_config.host, port=uv_config.port, models=[m.id for m in models.models])
+    log.info(
+        "starting", host=uv_config.host, port=uv_config.port, models=[m.id for m in models.models]
+    )
     uv_server.run()
     return exit_code or (0 if uv_server.started else 1)

@@ -90,7 +90,7 @@ def parse_config(raw: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> 
             raise fail(f"{key}.id", f"duplicate model id {model_id!r}")
         backend = entry.get("backend")
         if not isinstance(backend, str) or not backend:
-            raise fail(f"{key}.backend", "must name a backend, e.g. \"llama_cpp\"")
+            raise fail(f"{key}.backend", 'must name a backend, e.g. "llama_cpp"')
         options = entry.get("options", {})
         if not isinstance(options, dict):
             raise fail(f"{key}.options", "must be a table")

@@ -57,7 +57,9 @@ class FirstToken:
             self.ms = round((time.perf_counter() - self.started) * 1000, 1)
 
 
-async def open_choices(backend: Backend, requests: Sequence[GenerationRequest]) -> list[ChoiceStream]:
+async def open_choices(
+    backend: Backend, requests: Sequence[GenerationRequest]
+) -> list[ChoiceStream]:
     """Start every generation and wait for each one's first event, so that a bad request
     fails as a whole with a proper status before anything is sent."""
     gens = [backend.generate(r) for r in requests]

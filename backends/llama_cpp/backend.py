@@ -61,8 +61,11 @@ class LlamaCppBackend(Backend):
         model = native.Model(self.model_file, self.n_gpu_layers)
         n_ctx = self.opts.n_ctx
         if model.n_ctx_train and n_ctx > model.n_ctx_train:
-            log.warning("n_ctx exceeds the model's training context; capping",
-                        n_ctx=n_ctx, n_ctx_train=model.n_ctx_train)
+            log.warning(
+                "n_ctx exceeds the model's training context; capping",
+                n_ctx=n_ctx,
+                n_ctx_train=model.n_ctx_train,
+            )
             n_ctx = model.n_ctx_train
         try:
             ctx = native.Context(

@@ -46,8 +46,10 @@ class Sequence:
     slot: int = -1
     n_prefilled: int = 0
     n_generated: int = 0
+    n_reused: int = 0  # prompt tokens whose KV was already in the slot
     last_token: int = -1
     sampler: Sampler | None = None
+    generated: list[int] = field(default_factory=list)
     utf8: Utf8Stream = field(default_factory=Utf8Stream)
     stops: StopMatcher | None = None
     done: bool = False
@@ -72,9 +74,13 @@ class Engine:
         self._cond = threading.Condition()
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._slots: list[Sequence | None] = [None] * ctx.n_seq
+        # Tokens whose KV each slot still holds, for prefix reuse, and when it was used.
+        self._cached: list[list[int]] = [[] for _ in range(ctx.n_seq)]
+        self._last_used: list[int] = [0] * ctx.n_seq
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
         self.steps = 0
+        self.reused_tokens = 0
 
     # -- asyncio side -------------------------------------------------------------
 
@@ -109,6 +115,7 @@ class Engine:
                 "busy": sum(s is not None and not s.done for s in self._slots),
                 "queued": len(self._waiting),
                 "steps": self.steps,
+                "prefix_reused_tokens": self.reused_tokens,
             }
 
     def stop(self) -> None:
@@ -125,7 +132,9 @@ class Engine:
                 self._step()
         except BaseException as exc:  # never leave callers waiting forever
             log.exception("engine crashed")
-            self._fail_all(BackendError(f"the inference engine failed: {type(exc).__name__}"))
+            with self._cond:
+                self._stopping = True
+                self._fail_all(BackendError(f"the inference engine failed: {type(exc).__name__}"))
 
     def _admit(self) -> bool:
         """Drop cancelled sequences, move waiting ones into free slots, and block while
@@ -135,9 +144,9 @@ class Engine:
                 for i, seq in enumerate(self._slots):
                     if seq is not None and (seq.cancelled or seq.done):
                         self._release(i)
-                for i, seq in enumerate(self._slots):
-                    if seq is None and self._waiting:
-                        self._place(self._waiting.popleft(), i)
+                while self._waiting and None in self._slots:
+                    seq = self._waiting.popleft()
+                    self._place(seq, self._best_slot(seq.prompt))
                 if self._stopping:
                     self._fail_all(BackendError("the model is shutting down"))
                     return False
@@ -145,18 +154,41 @@ class Engine:
                     return True
                 self._cond.wait()
 
+    def _best_slot(self, prompt: list[int]) -> int:
+        """The free slot whose cached tokens share the longest prefix with `prompt`
+        (the editor pattern: the same file prefix again and again); otherwise the
+        least recently used one."""
+        free = [i for i, s in enumerate(self._slots) if s is None]
+        return max(
+            free, key=lambda i: (common_prefix(self._cached[i], prompt), -self._last_used[i])
+        )
+
     def _place(self, seq: Sequence, slot: int) -> None:
+        # Keep the KV of the shared prefix, but always decode at least the last prompt
+        # token: its logits give the first generated token.
+        reuse = min(common_prefix(self._cached[slot], seq.prompt), len(seq.prompt) - 1)
+        self._ctx.forget(slot, from_pos=reuse)
+        self._cached[slot] = []
         seq.slot = slot
+        seq.n_prefilled = seq.n_reused = reuse
+        self.reused_tokens += reuse
         seq.sampler = Sampler(self._model, seq.params)
         seq.stops = StopMatcher(seq.params.stop)
-        self._ctx.forget(slot)
         self._slots[slot] = seq
 
     def _release(self, slot: int) -> None:
         seq = self._slots[slot]
         self._slots[slot] = None
-        self._ctx.forget(slot)
-        if seq is not None and seq.sampler is not None:
+        self._last_used[slot] = self.steps
+        if seq is None:
+            return
+        # What is in the KV cache now: the prompt as far as it was decoded, then every
+        # generated token but the last (sampled, never decoded).
+        generated = seq.generated[: max(0, len(seq.generated) - 1)]
+        self._cached[slot] = seq.prompt[: seq.n_prefilled] + (
+            generated if seq.n_prefilled == len(seq.prompt) else []
+        )
+        if seq.sampler is not None:
             seq.sampler.close()
             seq.sampler = None
 
@@ -205,6 +237,7 @@ class Engine:
             return
         seq.n_generated += 1
         seq.last_token = token
+        seq.generated.append(token)
         assert seq.stops is not None
         text, stopped = seq.stops.feed(seq.utf8.feed(self._model.piece(token)))
         if stopped:
@@ -238,3 +271,11 @@ class Engine:
                 self._release(i)
         while self._waiting:
             self._waiting.popleft().emit(exc)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

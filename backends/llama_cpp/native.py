@@ -82,11 +82,15 @@ class Model:
             return None
         return FimTokens(int(pre), int(suf), int(mid))
 
-    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+    def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = False
+    ) -> list[int]:
         data = text.encode("utf-8")
         cap = len(data) + 8
         buf = (llama_cpp.llama_token * cap)()
-        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
+        n = llama_cpp.llama_tokenize(
+            self._vocab, data, len(data), buf, cap, add_special, parse_special
+        )
         if n < 0:
             cap = -n
             buf = (llama_cpp.llama_token * cap)()
@@ -178,11 +182,7 @@ class Sampler:
         add = lambda s: llama_cpp.llama_sampler_chain_add(self._ptr, s)  # noqa: E731
         if params.logit_bias:
             add(_logit_bias(model.n_vocab, params.logit_bias))
-        if (
-            params.presence_penalty
-            or params.frequency_penalty
-            or params.repeat_penalty != 1.0
-        ):
+        if params.presence_penalty or params.frequency_penalty or params.repeat_penalty != 1.0:
             add(
                 llama_cpp.llama_sampler_init_penalties(
                     model.n_vocab,

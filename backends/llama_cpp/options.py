@@ -73,8 +73,14 @@ def parse_options(options: Mapping[str, Any], base_dir: Path) -> LlamaCppOptions
         values["model_path"] = path if path.is_absolute() else (base_dir / path).resolve()
     if "hf_repo" in values and "hf_file" not in values:
         raise ConfigError("hf_repo needs hf_file: the GGUF file name in the repository", "hf_file")
-    for key, low in (("n_ctx", 16), ("threads", 0), ("parallel", 1), ("n_batch", 8),
-                     ("max_queue", 0), ("n_gpu_layers", -1)):
+    for key, low in (
+        ("n_ctx", 16),
+        ("threads", 0),
+        ("parallel", 1),
+        ("n_batch", 8),
+        ("max_queue", 0),
+        ("n_gpu_layers", -1),
+    ):
         if key in options:
             values[key] = _integer(options, key, low)
     if "device" in options:

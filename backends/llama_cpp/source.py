@@ -55,8 +55,9 @@ def _from_hub(repo: str, filename: str, revision: str | None) -> Path:
     # The cache first: a model fetched once starts offline, with no network round trip.
     try:
         return Path(
-            hf_hub_download(repo_id=repo, filename=filename, revision=revision,
-                            local_files_only=True)
+            hf_hub_download(
+                repo_id=repo, filename=filename, revision=revision, local_files_only=True
+            )
         )
     except LocalEntryNotFoundError:
         pass

@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 
 import structlog
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -73,9 +73,10 @@ def _account(record: AccessRecord, usage: Usage, first_token: FirstToken) -> Non
     record.ttft_ms = first_token.ms
 
 
-def _event(payload: dict | str) -> ServerSentEvent:
+def _event(payload: dict | str) -> bytes:
+    """One SSE event, framed as OpenAI frames it: `data: ...` and a blank line."""
     data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-    return ServerSentEvent(data=data)
+    return b"data: " + data.encode() + b"\n\n"
 
 
 async def _sse(
@@ -84,7 +85,7 @@ async def _sse(
     encoder: CompletionEncoder,
     first_token: FirstToken,
     record: AccessRecord,
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[bytes]:
     usages: dict[int, Usage] = {}
     try:
         for stream in streams:

@@ -111,9 +111,7 @@ def check_capabilities(call: CompletionCall, caps: Capabilities, model: str) -> 
         if not caps.token_prompts:
             raise invalid(f"Model '{model}' does not accept prompts as token ids.", "prompt")
         if call.echo and not caps.echo:
-            raise invalid(
-                f"Model '{model}' cannot echo prompts given as token ids.", "echo"
-            )
+            raise invalid(f"Model '{model}' cannot echo prompts given as token ids.", "echo")
 
 
 def fingerprint(info: ModelInfo) -> str:
@@ -156,7 +154,12 @@ class CompletionEncoder:
     def response(self, choices: list[ChoiceResult], usage: Usage) -> dict[str, Any]:
         body = self._envelope(
             [
-                {"text": c.text, "index": c.index, "logprobs": None, "finish_reason": c.finish_reason}
+                {
+                    "text": c.text,
+                    "index": c.index,
+                    "logprobs": None,
+                    "finish_reason": c.finish_reason,
+                }
                 for c in sorted(choices, key=lambda c: c.index)
             ]
         )

@@ -19,10 +19,11 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
         raise invalid(
             "We could not parse the JSON body of your request. (HINT: This likely means "
             "you aren't using your HTTP library correctly. The OpenAI API expects a JSON "
-            f"payload, but what was sent was not valid JSON: {exc.msg if hasattr(exc, 'msg') else exc})"
+            f"payload, but what was sent was not valid JSON: {reason})"
         ) from None
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
@@ -45,16 +46,16 @@ def _jsonable(value: Any) -> bool:
 def _range_error(name: str, value: Any, low: Any, high: Any) -> APIError:
     if high is None:
         return invalid(f"{value} is less than the minimum of {low} - '{name}'", name)
-    return invalid(
-        f"Invalid value for '{name}': {value} is not between {low} and {high}.", name
-    )
+    return invalid(f"Invalid value for '{name}': {value} is not between {low} and {high}.", name)
 
 
 def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def get_str(body: Body, name: str, *, required: bool = False, default: str | None = None) -> str | None:
+def get_str(
+    body: Body, name: str, *, required: bool = False, default: str | None = None
+) -> str | None:
     value = body.get(name, MISSING)
     if value is MISSING or value is None:
         if required:

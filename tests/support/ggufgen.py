@@ -15,14 +15,27 @@ import numpy as np
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
 # A few merges so the tokenizer does real BPE work.
-MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("a", "n"), ("e", "r"), ("o", "n"),
-          ("Ġ", "a"), ("r", "e"), ("Ġ", "s")]
+MERGES = [
+    ("Ġ", "t"),
+    ("h", "e"),
+    ("Ġt", "he"),
+    ("i", "n"),
+    ("a", "n"),
+    ("e", "r"),
+    ("o", "n"),
+    ("Ġ", "a"),
+    ("r", "e"),
+    ("Ġ", "s"),
+]
 
 
 def byte_symbols() -> list[str]:
     """GPT-2's reversible byte -> printable character table, in byte order."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table: dict[int, str] = {b: chr(b) for b in printable}
     extra = 0
     for b in range(256):
@@ -56,12 +69,12 @@ class BloomShape:
     n_ctx: int = 2048
 
 
-BLOOMZ_560M = BloomShape(n_vocab=250_880, n_embd=1024, n_layer=24, n_head=16, n_ff=4096,
-                         n_ctx=2048)
+BLOOMZ_560M = BloomShape(n_vocab=250_880, n_embd=1024, n_layer=24, n_head=16, n_ff=4096, n_ctx=2048)
 
 
-def write_bloom(path: Path, shape: BloomShape = BloomShape(), q8_0: bool = False,
-                seed: int = 0) -> Path:
+def write_bloom(
+    path: Path, shape: BloomShape = BloomShape(), q8_0: bool = False, seed: int = 0
+) -> Path:
     import gguf
 
     rng = np.random.default_rng(seed)
@@ -95,8 +108,9 @@ def write_bloom(path: Path, shape: BloomShape = BloomShape(), q8_0: bool = False
         data = matrix(rows, cols)
         if q8_0:
             quant = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
-            writer.add_tensor(name, quant, raw_shape=quant.shape,
-                              raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(
+                name, quant, raw_shape=quant.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0
+            )
         else:
             writer.add_tensor(name, data)
 

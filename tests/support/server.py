@@ -21,8 +21,13 @@ def free_port() -> int:
 
 
 class GatewayProcess:
-    def __init__(self, config_path: Path, log_path: Path, env: dict[str, str] | None = None,
-                 port: int | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
         self.config_path = config_path
         self.log_path = log_path
         self.port = port or free_port()
@@ -34,9 +39,21 @@ class GatewayProcess:
     def start(self, wait_ready: bool = True, timeout: float = 120) -> GatewayProcess:
         self._log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path),
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=self._log, stderr=subprocess.STDOUT, env=self._env,
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self._env,
             cwd=Path(__file__).resolve().parents[2],
         )
         if wait_ready:
@@ -88,8 +105,16 @@ class GatewayProcess:
 
 def model_config(model_id: str, options: dict[str, object], extra_server: str = "") -> str:
     """A one-model TOML config for tests."""
-    lines = ["[server]", extra_server, "", "[[models]]", f'id = "{model_id}"',
-             'backend = "llama_cpp"', "", "[models.options]"]
+    lines = [
+        "[server]",
+        extra_server,
+        "",
+        "[[models]]",
+        f'id = "{model_id}"',
+        'backend = "llama_cpp"',
+        "",
+        "[models.options]",
+    ]
     for key, value in options.items():
         if isinstance(value, str):
             lines.append(f'{key} = "{value}"')

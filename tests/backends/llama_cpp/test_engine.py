@@ -1,0 +1,115 @@
+"""The llama_cpp backend and its batching engine, in process, on real GGUF files."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from backends.base import Finished, GenerationRequest, SamplingParams, TextDelta
+from backends.errors import ContextLengthExceeded, InvalidRequest, Overloaded
+from backends.llama_cpp import LlamaCppBackend
+
+PROMPTS = [
+    "The capital of France is",
+    "def add(a, b):",
+    "Once upon a time",
+    "The best way to learn",
+    "1, 2, 3,",
+    "Dear Sir,",
+    "import numpy",
+    "Roses are red",
+]
+
+
+async def run(
+    backend: LlamaCppBackend, prompt: str | tuple[int, ...], **params: object
+) -> tuple[str, Finished]:
+    text = []
+    finished = None
+    async for event in backend.generate(GenerationRequest(prompt, SamplingParams(**params))):
+        if isinstance(event, TextDelta):
+            text.append(event.text)
+        else:
+            finished = event
+    assert finished is not None
+    return "".join(text), finished
+
+
+def backend_for(path: Path, **options: object) -> LlamaCppBackend:
+    return LlamaCppBackend.from_config("m", {"model_path": str(path), **options}, Path("."))
+
+
+@pytest.mark.parametrize("model", ["smollm2", "tiny_bloom"])
+def test_concurrent_greedy_outputs_match_solo_outputs(
+    model: str, smollm2_path: Path, tiny_bloom_path: Path
+) -> None:
+    path = smollm2_path if model == "smollm2" else tiny_bloom_path
+
+    async def main() -> None:
+        backend = backend_for(path, parallel=4, n_ctx=256)
+        async with backend:
+            solo = [await run(backend, p, max_tokens=16, temperature=0) for p in PROMPTS]
+            together = await asyncio.gather(
+                *(run(backend, p, max_tokens=16, temperature=0) for p in PROMPTS)
+            )
+            stats = backend.stats()
+        same = sum(a[0] == b[0] for a, b in zip(solo, together, strict=True))
+        assert same >= len(PROMPTS) - 1, (solo, together)  # batch shapes may flip a late token
+        for text, finished in together:
+            assert finished.usage.completion_tokens == 16 and finished.finish_reason == "length"
+            assert text
+        assert stats["steps"] > 0
+
+    asyncio.run(main())
+
+
+def test_prefix_reuse_keeps_outputs_identical(smollm2_path: Path) -> None:
+    prefix = "def function_number_one(x):\n    return x * 2\n\n" * 8
+
+    async def main() -> None:
+        async with backend_for(smollm2_path, parallel=2, n_ctx=512) as backend:
+            first = await run(backend, prefix + "def g(", max_tokens=8, temperature=0)
+            reused_before = backend.stats()["prefix_reused_tokens"]
+            second = await run(backend, prefix + "def g(", max_tokens=8, temperature=0)
+            third = await run(backend, prefix + "class K", max_tokens=8, temperature=0)
+            reused = backend.stats()["prefix_reused_tokens"] - reused_before
+        async with backend_for(smollm2_path, parallel=2, n_ctx=512) as fresh:
+            third_fresh = await run(fresh, prefix + "class K", max_tokens=8, temperature=0)
+        assert first[0] == second[0]
+        assert third[0] == third_fresh[0]
+        assert reused > 100  # both later requests reused the shared prefix's KV
+
+    asyncio.run(main())
+
+
+def test_queue_full_is_overloaded(tiny_bloom_path: Path) -> None:
+    async def main() -> None:
+        async with backend_for(tiny_bloom_path, parallel=1, max_queue=0, n_ctx=256) as backend:
+            gen = backend.generate(GenerationRequest("hello", SamplingParams(max_tokens=200)))
+            await anext(gen)
+            with pytest.raises(Overloaded):
+                await run(backend, "again", max_tokens=2)
+            await gen.aclose()
+            await asyncio.sleep(0.05)
+            assert (await run(backend, "again", max_tokens=2))[1].usage.completion_tokens == 2
+
+    asyncio.run(main())
+
+
+def test_context_and_token_checks(tiny_bloom_path: Path) -> None:
+    async def main() -> None:
+        async with backend_for(tiny_bloom_path, parallel=1, n_ctx=64) as backend:
+            with pytest.raises(ContextLengthExceeded) as err:
+                await run(backend, "word " * 100, max_tokens=4)
+            assert "64" in str(err.value)
+            with pytest.raises(InvalidRequest):
+                await run(backend, (1, 2, 10**7), max_tokens=2)
+            _, finished = await run(backend, (5, 6, 7), max_tokens=3)
+            assert finished.usage.prompt_tokens == 3
+            _, finished = await run(backend, "hi", max_tokens=None)
+            assert finished.finish_reason == "length"
+            assert finished.usage.prompt_tokens + finished.usage.completion_tokens == 64
+
+    asyncio.run(main())

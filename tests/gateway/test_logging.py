@@ -1,0 +1,65 @@
+"""One JSON access line per request, and a model-load line, in the server's log."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+
+from tests.conftest import SMOL_ID
+from tests.support.server import GatewayProcess
+
+
+def log_lines(gateway: GatewayProcess) -> list[dict]:
+    out = []
+    for line in gateway.logs().splitlines():
+        if line.startswith("{"):
+            out.append(json.loads(line))
+    return out
+
+
+def find_access(gateway: GatewayProcess, request_id: str) -> dict:
+    for _ in range(50):
+        for line in log_lines(gateway):
+            if line.get("event") == "request" and line.get("request_id") == request_id:
+                return line
+        time.sleep(0.05)
+    raise AssertionError(f"no access line for {request_id}")
+
+
+def test_access_line_for_a_streamed_completion(gateway: GatewayProcess) -> None:
+    body = {"model": SMOL_ID, "prompt": "Hello", "max_tokens": 6, "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{gateway.base_url}/v1/completions", json=body) as r:
+        r.read()
+        request_id = r.headers["x-request-id"]
+    line = find_access(gateway, request_id)
+    assert line["status"] == 200
+    assert line["model"] == SMOL_ID
+    assert line["stream"] is True
+    assert line["completion_tokens"] == 6
+    assert line["prompt_tokens"] >= 1
+    assert 0 < line["ttft_ms"] <= line["total_ms"]
+    assert line["path"] == "/v1/completions"
+    assert line["level"] == "info" and "timestamp" in line
+
+
+def test_access_line_for_an_error(gateway: GatewayProcess) -> None:
+    r = httpx.post(
+        f"{gateway.base_url}/v1/completions",
+        json={"model": "nope", "prompt": "x"},
+        headers={"x-request-id": "test-error-line"},
+    )
+    assert r.status_code == 404
+    line = find_access(gateway, "test-error-line")
+    assert line["status"] == 404 and line["error"] == "model_not_found"
+
+
+def test_model_load_is_logged(gateway: GatewayProcess) -> None:
+    loads = [line for line in log_lines(gateway) if line.get("event") == "model loaded"]
+    assert {line["model"] for line in loads} == {"smollm2", "tiny-bloom"}
+    for line in loads:
+        assert line["file"].endswith(".gguf")
+        assert line["size_mib"] > 0
+        assert line["load_seconds"] >= 0
+        assert line["kv_cache_mib"] > 0
