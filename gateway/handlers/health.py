@@ -1,6 +1,9 @@
-"""GET /health (the process is alive) and GET /ready (every model is loaded)."""
+"""GET /health (the process is alive) and GET /ready (every model is loaded and, for
+backends with upstream replicas, has at least one healthy replica)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -13,9 +16,21 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    models = {m.id: m.state for m in registry(request).models}
+    models: dict[str, str] = {}
+    replicas: dict[str, Any] = {}
+    for m in registry(request).models:
+        state: str = m.state
+        if state == "ready":
+            # Backends with remote replicas report them in stats(); a model whose every
+            # replica is down cannot serve, so the gateway is not ready either.
+            stats = m.backend.stats()
+            if "replicas" in stats:
+                replicas[m.id] = stats["replicas"]
+            if stats.get("available") is False:
+                state = "unavailable"
+        models[m.id] = state
     ok = all(state == "ready" for state in models.values())
-    return JSONResponse(
-        {"status": "ready" if ok else "not_ready", "models": models},
-        status_code=200 if ok else 503,
-    )
+    body: dict[str, Any] = {"status": "ready" if ok else "not_ready", "models": models}
+    if replicas:
+        body["replicas"] = replicas
+    return JSONResponse(body, status_code=200 if ok else 503)

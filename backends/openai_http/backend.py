@@ -1,0 +1,186 @@
+"""The `openai_http` backend: remote OpenAI-compatible servers (vLLM, TGI, llama.cpp's
+server, another gateway) behind one model id, with replicas, health and retries."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+import structlog
+
+from backends.base import Backend, Capabilities, GenerationEvent, GenerationRequest, ModelInfo
+from backends.errors import BackendError, UpstreamError
+from backends.openai_http import errors
+from backends.openai_http.health import HealthProber
+from backends.openai_http.options import OpenAIHTTPOptions, parse_options
+from backends.openai_http.relay import relay
+from backends.openai_http.replicas import Replica, ReplicaPool
+from backends.openai_http.wire import build_body
+
+log = structlog.get_logger("backends.openai_http")
+
+
+class OpenAIHTTPBackend(Backend):
+    name = "openai_http"
+
+    def __init__(self, model_id: str, opts: OpenAIHTTPOptions) -> None:
+        self.model_id = model_id
+        self.opts = opts
+        self.upstream_model = opts.model or model_id
+        self.pool = ReplicaPool(opts.upstreams, opts.fail_threshold, opts.cooldown)
+        self._client: httpx.AsyncClient | None = None
+        self._prober: HealthProber | None = None
+
+    @classmethod
+    def from_config(cls, model_id: str, options: Mapping[str, Any], base_dir: Path) -> Self:
+        return cls(model_id, parse_options(options))
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Open the shared connection pool and probe every replica once. Unreachable
+        replicas start ejected rather than failing startup: upstreams come and go."""
+        opts = self.opts
+        self._client = httpx.AsyncClient(
+            headers=dict(opts.headers),
+            timeout=httpx.Timeout(
+                connect=opts.connect_timeout,
+                read=opts.chunk_timeout,
+                write=opts.chunk_timeout,
+                pool=opts.connect_timeout,
+            ),
+            limits=httpx.Limits(
+                max_connections=opts.max_connections,
+                max_keepalive_connections=opts.max_connections,
+            ),
+            trust_env=False,  # a proxy from the environment must not capture upstream traffic
+        )
+        self._prober = HealthProber(
+            self.pool, self._client, opts.probe_interval, opts.probe_timeout, {}
+        )
+        await self._prober.check(self.pool.replicas)
+        self._prober.start()
+        log.info(
+            "upstreams probed",
+            model=self.model_id,
+            upstream_model=self.upstream_model,
+            replicas=self.pool.status(),
+        )
+        if not self.pool.available:
+            log.warning("no upstream replica is reachable yet", model=self.model_id)
+
+    async def aclose(self) -> None:
+        prober, self._prober = self._prober, None
+        if prober is not None:
+            await prober.aclose()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    # -- description --------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            streaming=True,
+            token_prompts=self.opts.token_prompts,
+            chat_template=True,  # the upstream renders chat messages
+            max_context=self.opts.max_context,
+        )
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            self.model_id,
+            self.name,
+            self.capabilities,
+            {
+                "upstream_model": self.upstream_model,
+                "upstreams": [u.display for u in self.opts.upstreams],
+            },
+        )
+
+    def stats(self) -> Mapping[str, Any]:
+        return {"available": self.pool.available, "replicas": self.pool.status()}
+
+    # -- generation ---------------------------------------------------------------
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        """Try replicas until one starts answering (at most `max_retries` extra tries,
+        and only for failures before any byte of the answer); then relay its stream."""
+        client = self._client
+        if client is None:
+            raise BackendError(f"model {self.model_id!r} is not loaded")
+        opts = self.opts
+        body = build_body(request, self.upstream_model, True, opts.stream_usage)
+        path = "/chat/completions" if request.is_chat else "/completions"
+        deadline = time.monotonic() + opts.total_timeout
+        tried: set[Replica] = set()
+        last_error: UpstreamError | None = None
+        for _ in range(opts.max_retries + 1):
+            replica = self.pool.pick(tried)
+            if replica is None:
+                break
+            tried.add(replica)
+            replica.outstanding += 1
+            replica.requests += 1
+            started = False
+            try:
+                response = await self._open(client, replica, path, body, request.request_id)
+                try:
+                    async for event in relay(response, request.is_chat, deadline,
+                                             opts.total_timeout, opts.chunk_timeout):
+                        started = True
+                        yield event
+                finally:
+                    await response.aclose()
+                self.pool.succeeded(replica)
+                return
+            except UpstreamError as exc:
+                if exc.status >= 500:
+                    self.pool.failed(replica, str(exc))
+                if started or not isinstance(exc, errors.RetryableError):
+                    raise
+                log.warning("upstream failed before answering; trying another replica",
+                            upstream=replica.upstream.display, error=str(exc),
+                            request_id=request.request_id)
+                last_error = exc
+            finally:
+                replica.outstanding -= 1
+        if last_error is not None:
+            raise last_error
+        raise UpstreamError(
+            f"No healthy upstream server for model '{self.model_id}'; retry shortly.",
+            503, "server_error", "no_healthy_upstream", retry_after=max(1.0, opts.cooldown),
+        )
+
+    async def _open(
+        self,
+        client: httpx.AsyncClient,
+        replica: Replica,
+        path: str,
+        body: dict[str, Any],
+        request_id: str,
+    ) -> httpx.Response:
+        """Send the request and read the status line; a non-2xx is read and mapped."""
+        headers = replica.headers
+        if request_id:
+            headers = {**headers, "x-request-id": request_id}
+        try:
+            response = await client.send(
+                client.build_request("POST", replica.url + path, json=body, headers=headers),
+                stream=True,
+            )
+        except httpx.TransportError as exc:
+            raise errors.from_transport(exc, self.opts.chunk_timeout) from None
+        if response.status_code < 400:
+            return response
+        try:
+            content = await response.aread()
+        except httpx.TransportError:
+            content = b""
+        finally:
+            await response.aclose()
+        raise errors.from_response(response.status_code, content, response.headers)
