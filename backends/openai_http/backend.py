@@ -167,7 +167,8 @@ class OpenAIHTTPBackend(Backend):
         """Send the request and read the status line; a non-2xx is read and mapped."""
         headers = replica.headers
         if request_id:
-            headers = {**headers, "x-request-id": request_id}
+            # not `x-request-id`: llama-cpp-python's server rejects any that is not a UUID
+            headers = {**headers, "x-gateway-request-id": request_id}
         try:
             response = await client.send(
                 client.build_request("POST", replica.url + path, json=body, headers=headers),
