@@ -17,12 +17,15 @@ from backends.base import (
     GenerationEvent,
     GenerationRequest,
     ModelInfo,
+    TextDelta,
     Usage,
 )
-from backends.errors import BackendError, ConfigError, ContextLengthExceeded, InvalidRequest
+from backends.errors import BackendError, ConfigError, ContextLengthExceeded
 from backends.llama_cpp import native
+from backends.llama_cpp.chat_template import ChatTemplate
 from backends.llama_cpp.engine import Engine, Sequence
 from backends.llama_cpp.options import LlamaCppOptions, parse_options
+from backends.llama_cpp.prompts import build_prompt
 from backends.llama_cpp.source import resolve_model_file
 
 log = structlog.get_logger("backends.llama_cpp")
@@ -44,6 +47,7 @@ class LlamaCppBackend(Backend):
         self._model: native.Model | None = None
         self._ctx: native.Context | None = None
         self._engine: Engine | None = None
+        self._template: ChatTemplate | None = None
         self._details: dict[str, Any] = {"file": model_file.name}
 
     @classmethod
@@ -75,6 +79,13 @@ class LlamaCppBackend(Backend):
             model.close()
             raise
         self._model, self._ctx, self._n_ctx = model, ctx, n_ctx
+        source = self.opts.chat_template or model.chat_template()
+        if source:
+            self._template = ChatTemplate(
+                source,
+                model.token_text(model.bos) if model.bos >= 0 else "",
+                model.token_text(model.eos) if model.eos >= 0 else "",
+            )
         self._engine = Engine(model, ctx, n_ctx, self.opts.max_queue)
         self._engine.start()
         kv_bytes = kv_cache_bytes(model, n_ctx * self.opts.parallel)
@@ -84,7 +95,8 @@ class LlamaCppBackend(Backend):
             parallel=self.opts.parallel,
             kv_cache_bytes=kv_bytes,
             n_gpu_layers=self.n_gpu_layers,
-            has_chat_template=model.chat_template() is not None,
+            chat_template="config" if self.opts.chat_template else (
+                "gguf" if model.chat_template() else None),
             fim=model.fim_tokens() is not None,
         )
         log.info(
@@ -114,9 +126,14 @@ class LlamaCppBackend(Backend):
 
     @property
     def capabilities(self) -> Capabilities:
+        model = self._model
         return Capabilities(
             streaming=True,
             token_prompts=True,
+            logprobs=True,
+            echo=True,
+            suffix=model is not None and model.fim_tokens() is not None,
+            chat_template=self._template is not None,
             max_context=getattr(self, "_n_ctx", self.opts.n_ctx),
         )
 
@@ -132,12 +149,15 @@ class LlamaCppBackend(Backend):
         engine, model = self._engine, self._model
         if engine is None or model is None:
             raise BackendError(f"model {self.model_id!r} is not loaded")
-        tokens = self._prompt_tokens(model, request.prompt)
-        params = request.params
+        prompt = build_prompt(model, request, self._template, self.model_id)
+        tokens, params = prompt.tokens, request.params
         limit = self._n_ctx
         if len(tokens) + (params.max_tokens or 0) > limit or len(tokens) >= limit:
             raise ContextLengthExceeded(len(tokens), params.max_tokens, limit)
-        if params.max_tokens == 0:
+        if params.max_tokens == 0 and not (request.echo and request.logprobs is not None):
+            if request.echo:
+                yield TextDelta(prompt.echo_text, tuple(tokens[prompt.echo_from :]),
+                                is_prompt=True)
             yield Finished("length", Usage(len(tokens), 0))
             return
         max_new = params.max_tokens if params.max_tokens is not None else limit - len(tokens)
@@ -147,6 +167,10 @@ class LlamaCppBackend(Backend):
             max_new_tokens=max_new,
             loop=asyncio.get_running_loop(),
             request_id=request.request_id,
+            logprobs=request.logprobs,
+            echo=request.echo,
+            echo_text=prompt.echo_text,
+            echo_from=prompt.echo_from,
         )
         engine.submit(seq)
         finished = False
@@ -161,22 +185,11 @@ class LlamaCppBackend(Backend):
             if not finished:
                 engine.cancel(seq)
 
-    @staticmethod
-    def _prompt_tokens(model: native.Model, prompt: str | tuple[int, ...]) -> list[int]:
-        if isinstance(prompt, str):
-            tokens = model.tokenize(prompt, add_special=True, parse_special=True)
-        else:
-            bad = next((t for t in prompt if not 0 <= t < model.n_vocab), None)
-            if bad is not None:
-                raise InvalidRequest(
-                    f"token id {bad} is outside this model's vocabulary (0..{model.n_vocab - 1})",
-                    param="prompt",
-                )
-            tokens = list(prompt)
-        if not tokens:
-            # An empty prompt still needs one token to condition on.
-            tokens = [model.bos if model.bos >= 0 else model.eos]
-        return tokens
+    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
+        """The exact token ids a request puts before the model (for tests and tools)."""
+        if self._model is None:
+            raise BackendError(f"model {self.model_id!r} is not loaded")
+        return build_prompt(self._model, request, self._template, self.model_id).tokens
 
 
 def gpu_layers_for(opts: LlamaCppOptions) -> int:

@@ -20,14 +20,24 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from backends.base import Finished, FinishReason, GenerationEvent, SamplingParams, TextDelta, Usage
+from backends.base import (
+    Finished,
+    FinishReason,
+    GenerationEvent,
+    SamplingParams,
+    TextDelta,
+    TokenLogprob,
+    Usage,
+)
 from backends.errors import BackendError, Overloaded
-from backends.llama_cpp.native import Context, Model, Sampler
+from backends.llama_cpp.logprobs import describe, token_text
+from backends.llama_cpp.native import Context, Model, Sampler, logits_row
 from backends.text import StopMatcher, Utf8Stream
 
 log = structlog.get_logger("backends.llama_cpp.engine")
 
 EngineOutput = GenerationEvent | BaseException
+PROMPT_SCORE_CHUNK = 64
 
 
 @dataclass(eq=False)
@@ -40,6 +50,12 @@ class Sequence:
     max_new_tokens: int
     loop: asyncio.AbstractEventLoop
     request_id: str = ""
+    logprobs: int | None = None  # alternatives per token; None: no log-probs
+    # echo: emit the prompt (text, ids, and with logprobs their log-probs) first;
+    # `echo_from` skips tokens that were added, not written (a BOS)
+    echo: bool = False
+    echo_text: str = ""
+    echo_from: int = 0
     output: asyncio.Queue[EngineOutput] = field(default_factory=asyncio.Queue)
     cancelled: bool = False
     # engine-thread state
@@ -50,6 +66,7 @@ class Sequence:
     last_token: int = -1
     sampler: Sampler | None = None
     generated: list[int] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob] = field(default_factory=list)
     utf8: Utf8Stream = field(default_factory=Utf8Stream)
     stops: StopMatcher | None = None
     done: bool = False
@@ -57,6 +74,11 @@ class Sequence:
     @property
     def n_past(self) -> int:
         return self.n_prefilled + self.n_generated
+
+    @property
+    def scores_prompt(self) -> bool:
+        """Echo with log-probs needs a logits row for every prompt token."""
+        return self.echo and self.logprobs is not None
 
     def emit(self, item: EngineOutput) -> None:
         try:
@@ -167,6 +189,8 @@ class Engine:
         # Keep the KV of the shared prefix, but always decode at least the last prompt
         # token: its logits give the first generated token.
         reuse = min(common_prefix(self._cached[slot], seq.prompt), len(seq.prompt) - 1)
+        if seq.scores_prompt:
+            reuse = 0  # every prompt token's logits are needed
         self._ctx.forget(slot, from_pos=reuse)
         self._cached[slot] = []
         seq.slot = slot
@@ -204,16 +228,22 @@ class Engine:
                 budget -= 1
         # Then prompt chunks, so a long prompt never stalls running streams for more
         # than one chunk.
+        scored: list[tuple[Sequence, int, int]] = []  # (seq, batch index, prompt position)
         for seq in self._slots:
             if seq is None or seq.n_prefilled == len(seq.prompt) or budget <= 0:
                 continue
             start = seq.n_prefilled
-            end = min(len(seq.prompt), start + budget)
+            # Scoring every prompt token makes every entry an output row: keep the
+            # chunks small so the logits buffer stays small.
+            room = min(budget, PROMPT_SCORE_CHUNK) if seq.scores_prompt else budget
+            end = min(len(seq.prompt), start + room)
             for pos in range(start, end):
                 last = pos == len(seq.prompt) - 1
                 if last:
                     sample_at.append((seq, len(entries)))
-                entries.append((seq.prompt[pos], pos, seq.slot, last))
+                elif seq.scores_prompt:
+                    scored.append((seq, len(entries), pos))
+                entries.append((seq.prompt[pos], pos, seq.slot, last or seq.scores_prompt))
             seq.n_prefilled = end
             budget -= end - start
         if not entries:
@@ -221,15 +251,49 @@ class Engine:
         started = time.perf_counter()
         self._ctx.decode(entries)
         self.steps += 1
+        for seq, index, pos in scored:
+            self._score_prompt_token(seq, index, pos + 1)
         for seq, index in sample_at:
+            if seq.n_generated == 0 and not seq.cancelled:
+                if seq.scores_prompt:
+                    self._score_prompt_token(seq, index, len(seq.prompt))
+                if seq.echo:
+                    self._emit_echo(seq)
+                if seq.max_new_tokens == 0:
+                    self._finish(seq, "length", "")
+                    continue
             assert seq.sampler is not None
             token = seq.sampler.sample(self._ctx, index)
-            self._advance(seq, token)
+            logprob = None
+            if seq.logprobs is not None:
+                row = logits_row(self._ctx, index, self._model.n_vocab)
+                logprob = describe(self._model, row, token, seq.logprobs)
+            self._advance(seq, token, logprob)
         elapsed = time.perf_counter() - started
         if elapsed > 5:
             log.warning("slow engine step", seconds=round(elapsed, 2), tokens=len(entries))
 
-    def _advance(self, seq: Sequence, token: int) -> None:
+    def _score_prompt_token(self, seq: Sequence, index: int, target: int) -> None:
+        """The row at `index` predicts prompt token `target` (or, past the prompt, the
+        first generated one, which is scored when sampled)."""
+        if target >= len(seq.prompt):
+            return
+        assert seq.logprobs is not None
+        row = logits_row(self._ctx, index, self._model.n_vocab)
+        seq.prompt_logprobs.append(describe(self._model, row, seq.prompt[target], seq.logprobs))
+
+    def _emit_echo(self, seq: Sequence) -> None:
+        tokens = seq.prompt[seq.echo_from :]
+        logprobs: tuple[TokenLogprob, ...] = ()
+        if seq.scores_prompt:
+            # prompt_logprobs[k] scores prompt token k + 1; the first echoed token has
+            # nothing before it to be scored against, as at OpenAI.
+            first = TokenLogprob(token_text(self._model, tokens[0]), None) if tokens else None
+            scored = seq.prompt_logprobs[seq.echo_from :]
+            logprobs = tuple([first, *scored]) if first is not None else ()
+        seq.emit(TextDelta(seq.echo_text, tuple(tokens), logprobs, is_prompt=True))
+
+    def _advance(self, seq: Sequence, token: int, logprob: TokenLogprob | None = None) -> None:
         if seq.cancelled:
             return
         if self._model.is_eog(token):
@@ -240,13 +304,16 @@ class Engine:
         seq.generated.append(token)
         assert seq.stops is not None
         text, stopped = seq.stops.feed(seq.utf8.feed(self._model.piece(token)))
+        scores = (logprob,) if logprob is not None else ()
         if stopped:
-            self._finish(seq, "stop", text, (token,))
+            # A token whose text is all stop string is not part of the answer.
+            kept = (token,) if text else ()
+            self._finish(seq, "stop", text, kept, scores if text else ())
             return
         if seq.n_generated >= seq.max_new_tokens or seq.n_past >= self._n_ctx_seq:
-            self._finish(seq, "length", text + self._drain(seq), (token,))
+            self._finish(seq, "length", text + self._drain(seq), (token,), scores)
             return
-        seq.emit(TextDelta(text, (token,)))
+        seq.emit(TextDelta(text, (token,), scores))
 
     @staticmethod
     def _drain(seq: Sequence) -> str:
@@ -256,10 +323,15 @@ class Engine:
         return text if stopped else text + seq.stops.flush()
 
     def _finish(
-        self, seq: Sequence, reason: FinishReason, text: str, tokens: tuple[int, ...] = ()
+        self,
+        seq: Sequence,
+        reason: FinishReason,
+        text: str,
+        tokens: tuple[int, ...] = (),
+        scores: tuple[TokenLogprob, ...] = (),
     ) -> None:
         if text or tokens:
-            seq.emit(TextDelta(text, tokens))
+            seq.emit(TextDelta(text, tokens, scores))
         seq.emit(Finished(reason, Usage(len(seq.prompt), seq.n_generated)))
         seq.done = True
 

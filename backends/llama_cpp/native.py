@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp
+import numpy as np
 
 from backends.base import SamplingParams
 from backends.errors import BackendError
@@ -108,6 +109,12 @@ class Model:
             buf = ctypes.create_string_buffer(-n)
             n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
         return buf.raw[: max(n, 0)]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def token_text(self, token: int, special: bool = True) -> str:
+        return self.piece(token, special=special).decode("utf-8", errors="replace")
 
     def is_eog(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
@@ -221,3 +228,12 @@ def _logit_bias(n_vocab: int, bias: Mapping[int, float]) -> llama_cpp.llama_samp
         # OpenAI: -100 bans a token, 100 forces it; -inf makes the ban exact.
         arr[i].bias = float("-inf") if value <= -100 else value
     return llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(bias), arr)
+
+
+def logits_row(ctx: Context, batch_index: int, n_vocab: int) -> np.ndarray:
+    """The logits the last decode produced for the batch entry at `batch_index` (a view
+    into llama.cpp's buffer: valid until the next decode)."""
+    ptr = llama_cpp.llama_get_logits_ith(ctx.ptr, batch_index)
+    if not ptr:
+        raise BackendError("llama.cpp returned no logits for a batch entry")
+    return np.ctypeslib.as_array(ptr, shape=(n_vocab,))

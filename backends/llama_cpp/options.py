@@ -24,6 +24,8 @@ KNOWN_KEYS = {
     "parallel",
     "n_batch",
     "max_queue",
+    "chat_template",
+    "chat_template_file",
 }
 
 
@@ -44,6 +46,7 @@ class LlamaCppOptions:
     parallel: int = 4  # sequences decoded together
     n_batch: int = 512  # tokens per decode step (prompt chunk size)
     max_queue: int = 64  # requests waiting for a slot before 429
+    chat_template: str | None = None  # Jinja source; overrides the GGUF's own
 
     @property
     def effective_threads(self) -> int:
@@ -83,6 +86,17 @@ def parse_options(options: Mapping[str, Any], base_dir: Path) -> LlamaCppOptions
     ):
         if key in options:
             values[key] = _integer(options, key, low)
+    if "chat_template" in options and "chat_template_file" in options:
+        raise ConfigError("set chat_template or chat_template_file, not both", "chat_template")
+    if "chat_template" in options:
+        values["chat_template"] = _string(options, "chat_template")
+    if "chat_template_file" in options:
+        path = Path(os.path.expanduser(_string(options, "chat_template_file")))
+        path = path if path.is_absolute() else base_dir / path
+        try:
+            values["chat_template"] = path.read_text(encoding="utf-8")
+        except OSError:
+            raise ConfigError(f"cannot read {path}", "chat_template_file") from None
     if "device" in options:
         device = options["device"]
         if device not in ("auto", "cpu", "cuda", "metal"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +13,17 @@ import jsonschema
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+ROOT = Path(__file__).resolve().parents[2]
 SPEC_CANDIDATES = [
-    Path(__file__).resolve().parents[3] / "shared" / "openai-spec" / "openapi-subset.json",
-    Path(__file__).resolve().parents[2] / "shared" / "openai-spec" / "openapi-subset.json",
+    ROOT.parent / "shared" / "openai-spec" / "openapi-subset.json",  # shared/ beside the clone
+    ROOT / "shared" / "openai-spec" / "openapi-subset.json",
 ]
 
 
 @functools.cache
 def spec() -> dict[str, Any]:
-    for path in SPEC_CANDIDATES:
+    override = os.environ.get("OPENAI_SPEC_PATH")
+    for path in [Path(override)] if override else SPEC_CANDIDATES:
         if path.exists():
             return json.loads(path.read_text())
     raise FileNotFoundError("openapi-subset.json not found beside the repository")

@@ -87,7 +87,8 @@ def test_prefix_reuse_keeps_outputs_identical(smollm2_path: Path) -> None:
 def test_queue_full_is_overloaded(tiny_bloom_path: Path) -> None:
     async def main() -> None:
         async with backend_for(tiny_bloom_path, parallel=1, max_queue=0, n_ctx=256) as backend:
-            gen = backend.generate(GenerationRequest("hello", SamplingParams(max_tokens=200)))
+            params = SamplingParams(max_tokens=200, temperature=0, logit_bias={2: -100})
+            gen = backend.generate(GenerationRequest("hello", params))
             await anext(gen)
             with pytest.raises(Overloaded):
                 await run(backend, "again", max_tokens=2)
@@ -108,7 +109,8 @@ def test_context_and_token_checks(tiny_bloom_path: Path) -> None:
                 await run(backend, (1, 2, 10**7), max_tokens=2)
             _, finished = await run(backend, (5, 6, 7), max_tokens=3)
             assert finished.usage.prompt_tokens == 3
-            _, finished = await run(backend, "hi", max_tokens=None)
+            _, finished = await run(backend, "hi", max_tokens=None, temperature=0,
+                                    logit_bias={2: -100})
             assert finished.finish_reason == "length"
             assert finished.usage.prompt_tokens + finished.usage.completion_tokens == 64
 
