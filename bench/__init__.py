@@ -1,0 +1,1 @@
+"""Benchmarks: served throughput and latency of the gateway against llama-cpp-python."""

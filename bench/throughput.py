@@ -1,0 +1,226 @@
+"""Served throughput and latency: this gateway against llama-cpp-python, in one run.
+
+    .venv/bin/python -m bench.throughput            # full: both models, about 5 min each
+    .venv/bin/python -m bench.throughput --quick    # about a minute or two
+    .venv/bin/python -m bench.throughput --models bloomz --levels 1,4,8
+
+For each model and each concurrency N it runs, back to back so that they see the same
+machine load: (d) the bare N-sequence decode loop, (c) the gateway, (b) llama-cpp-python's
+server with its defaults; plus (a) the in-process one-stream loop, (b') the server with
+`--interrupt_requests False` at N=4, /health latency while 8 streams run, the
+prefix-reuse TTFT gain and the memory check. Results go to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import servers
+from bench.load import HealthProbe, completion_body, run_load, stream_one
+from bench.models import BenchModel, resolve
+from bench.report import markdown, percentile, plot, summarise, targets
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MEMORY_SLACK = 300 * 2**20
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def rounds_for(n: int, quick: bool) -> int:
+    """Requests per client: enough for a steady state, within the time budget."""
+    if quick:
+        return 1
+    return 4 if n == 1 else 3 if n <= 4 else 2
+
+
+def rawloop(args: list[str], workdir: Path) -> dict[str, Any]:
+    with (workdir / "rawloop.log").open("ab") as err:
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.rawloop", *args],
+            check=True,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            cwd=servers.ROOT,
+        )
+    return json.loads(out.stdout)
+
+
+def load(server: servers.ServerProcess, n: int, rounds: int, usage: bool) -> dict[str, Any]:
+    return asyncio.run(run_load(server.base_url, "bench", n, rounds, usage))
+
+
+def warm_up(server: servers.ServerProcess, usage: bool) -> None:
+    load(server, 1, 1, usage)
+
+
+def bench_model(model: BenchModel, opts: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    levels: list[int] = opts.levels
+    threads = str(opts.threads)
+    runs: dict[str, dict[str, Any]] = {"bare": {}, "single": {}, "gateway": {}, "server": {}}
+    result: dict[str, Any] = {"name": model.name, "file_bytes": model.path.stat().st_size}
+    gateway = servers.gateway(model.path, workdir, 8, opts.threads)
+    server = servers.llama_cpp_server(model.path, workdir, opts.threads)
+    with gateway, server:
+        warm_up(gateway, True)
+        warm_up(server, False)
+        log(f"{model.name}: (a) in-process one stream")
+        runs["single"]["1"] = summarise(
+            rawloop(["single", str(model.path), str(rounds_for(1, opts.quick)), threads], workdir)
+        )
+        for n in levels:
+            rounds = rounds_for(n, opts.quick)
+            log(f"{model.name}: N={n}, {rounds} request(s) per client")
+            bare = rawloop(["multiseq", str(model.path), str(n), str(rounds), threads], workdir)
+            runs["bare"][str(n)] = summarise(bare)
+            if n == 8:
+                with HealthProbe(gateway.base_url) as probe:
+                    gw = load(gateway, n, rounds, True)
+                result["health"] = {
+                    "probes": len(probe.latencies_ms),
+                    "p50_ms": _r(percentile(probe.latencies_ms, 0.5)),
+                    "p99_ms": _r(percentile(probe.latencies_ms, 0.99)),
+                    "max_ms": _r(max(probe.latencies_ms, default=None)),
+                }
+            else:
+                gw = load(gateway, n, rounds, True)
+            runs["gateway"][str(n)] = summarise(gw)
+            runs["server"][str(n)] = summarise(load(server, n, rounds, False))
+            log(
+                "  tokens/s: bare {:.1f}, gateway {:.1f}, llama_cpp.server {:.1f}".format(
+                    *(runs[k][str(n)]["tokens_per_s"] for k in ("bare", "gateway", "server"))
+                )
+            )
+        result["prefix_reuse"] = prefix_reuse(gateway, opts.quick)
+        result["backend"] = servers.backend_details(gateway.base_url)
+        rss8 = gateway.rss_bytes()
+        result["server_rss_bytes"] = server.rss_bytes()
+    if not opts.quick and 4 in levels:
+        log(f"{model.name}: llama_cpp.server --interrupt_requests False, N=4")
+        with servers.llama_cpp_server(model.path, workdir, opts.threads, interrupt=False) as s2:
+            warm_up(s2, False)
+            runs["server_nointerrupt"] = {"4": summarise(load(s2, 4, rounds_for(4, False), False))}
+    result["memory"] = memory_check(model, workdir, opts.threads, rss8, result["backend"])
+    result["runs"] = runs
+    result["targets"] = targets(result)
+    return result
+
+
+def prefix_reuse(gateway: servers.ServerProcess, quick: bool) -> dict[str, Any]:
+    """TTFT of a long prompt whose prefix is already in a slot's KV cache (the editor
+    pattern) against a cold prompt of the same length."""
+
+    def source_file(k: int) -> str:
+        body = "".join(f"def helper_{k}_{i}(x):\n    return x * {i} + {k}\n\n" for i in range(24))
+        return f"# module {k}: generated helpers\n{body}"
+
+    async def ttft(client: httpx.AsyncClient, prompt: str) -> float:
+        body = completion_body("bench", prompt, False) | {"max_tokens": 4}
+        rec = await stream_one(client, f"{gateway.base_url}/v1/completions", body, 0.0)
+        return rec.stamps[0] * 1000
+
+    async def measure() -> dict[str, Any]:
+        hot: list[float] = []
+        cold: list[float] = []
+        before = servers.backend_details(gateway.base_url)["stats"]
+        async with httpx.AsyncClient(timeout=600) as client:
+            for k in range(2 if quick else 4):
+                await ttft(client, source_file(k) + "def first_edit(")  # fills a slot
+                hot.append(await ttft(client, source_file(k) + "def second_edit("))
+                cold.append(await ttft(client, source_file(1000 + k) + "def second_edit("))
+        after = servers.backend_details(gateway.base_url)["stats"]
+        hot_ms, cold_ms = percentile(hot, 0.5), percentile(cold, 0.5)
+        return {
+            "prompt_chars": len(source_file(0)) + 16,
+            "cold_ttft_ms_p50": _r(cold_ms),
+            "reused_ttft_ms_p50": _r(hot_ms),
+            "speedup": round(cold_ms / hot_ms, 2) if cold_ms and hot_ms else None,
+            "prefix_reused_tokens": int(after["prefix_reused_tokens"])
+            - int(before["prefix_reused_tokens"]),
+        }
+
+    return asyncio.run(measure())
+
+
+def memory_check(
+    model: BenchModel, workdir: Path, threads: int, rss8: int, details8: dict[str, Any]
+) -> dict[str, Any]:
+    """One copy of the weights whatever `parallel` is: RSS with 8 slots within weights +
+    KV + 300 MB, and 1 slot vs 8 slots differing by about the KV difference only."""
+    with servers.gateway(model.path, workdir, 1, threads) as gw1:
+        warm_up(gw1, True)
+        rss1 = gw1.rss_bytes()
+        details1 = servers.backend_details(gw1.base_url)
+    weights = model.path.stat().st_size
+    kv8, kv1 = int(details8["kv_cache_bytes"]), int(details1["kv_cache_bytes"])
+    budget = weights + kv8 + MEMORY_SLACK
+    extra = (rss8 - rss1) - (kv8 - kv1)
+    mib = 2**20
+    return {
+        "weights_mib": round(weights / mib, 1),
+        "kv_mib_parallel8": round(kv8 / mib, 1),
+        "kv_mib_parallel1": round(kv1 / mib, 1),
+        "rss_mib_parallel8": round(rss8 / mib, 1),
+        "rss_mib_parallel1": round(rss1 / mib, 1),
+        "budget_mib": round(budget / mib, 1),
+        "rss8_minus_weights_kv_mib": round((rss8 - weights - kv8) / mib, 1),
+        "rss_diff_beyond_kv_diff_mib": round(extra / mib, 1),
+        "met": rss8 <= budget,
+    }
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one request per client")
+    parser.add_argument("--models", default="bloomz,smollm2", help="bloomz,smollm2")
+    parser.add_argument("--levels", default="1,2,4,8", help="concurrency levels")
+    parser.add_argument("--threads", type=int, default=2, help="threads for every contender")
+    parser.add_argument("--out", default=None, help="results name (default: a timestamp)")
+    opts = parser.parse_args(argv)
+    opts.levels = [int(x) for x in opts.levels.split(",")]
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    RESULTS.mkdir(exist_ok=True)
+    results: dict[str, Any] = {
+        "started": started,
+        "quick": opts.quick,
+        "threads": opts.threads,
+        "levels": opts.levels,
+        "models": [],
+    }
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        for model in resolve(opts.models.split(","), log):
+            m0 = time.perf_counter()
+            try:
+                results["models"].append(bench_model(model, opts, Path(tmp)))
+            finally:
+                for f in Path(tmp).glob("*.log"):
+                    (RESULTS / f"tmp-{model.name}-{f.name}").write_bytes(f.read_bytes())
+                    f.unlink()
+            log(f"{model.name}: done in {time.perf_counter() - m0:.0f} s")
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    name = opts.out or ("tmp-quick" if opts.quick else f"run-{started.replace(':', '')}")
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1))
+    plot(results, RESULTS / f"{name}.png")
+    print(markdown(results))
+    log(f"wrote {RESULTS / name}.json and .png in {results['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
