@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from gateway.config import GatewayConfig
 from gateway.errors import APIError
+from gateway.handlers.chat import create_chat_completion
 from gateway.handlers.common import error_response
 from gateway.handlers.completions import create_completion
 from gateway.handlers.health import health, ready
@@ -64,6 +65,7 @@ def create_app(
 
     routes = [
         Route("/v1/completions", create_completion, methods=["POST"]),
+        Route("/v1/chat/completions", create_chat_completion, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
         Route("/v1/backends", list_backends, methods=["GET"]),

@@ -8,12 +8,20 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from starlette.types import Receive
 
-from backends.base import Backend, Finished, GenerationEvent, GenerationRequest, TextDelta, Usage
+from backends.base import (
+    Backend,
+    Finished,
+    GenerationEvent,
+    GenerationRequest,
+    TextDelta,
+    TokenLogprob,
+    Usage,
+)
 
 T = TypeVar("T")
 
@@ -39,10 +47,20 @@ class ChoiceStream:
 
 @dataclass
 class ChoiceOutcome:
+    """Everything one choice produced. `prompt_*` is the echoed prompt, if any."""
+
     index: int
     text: str
     finish_reason: str
     usage: Usage
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    prompt_text: str = ""
+    prompt_logprobs: list[TokenLogprob] = field(default_factory=list)
+
+    @property
+    def mean_logprob(self) -> float:
+        values = [lp.logprob for lp in self.logprobs if lp.logprob is not None]
+        return sum(values) / len(values) if values else float("-inf")
 
 
 class FirstToken:
@@ -53,7 +71,7 @@ class FirstToken:
         self.ms: float | None = None
 
     def seen(self, event: GenerationEvent) -> None:
-        if self.ms is None and isinstance(event, TextDelta):
+        if self.ms is None and isinstance(event, TextDelta) and not event.is_prompt:
             self.ms = round((time.perf_counter() - self.started) * 1000, 1)
 
 
@@ -109,22 +127,29 @@ async def merge(streams: Sequence[ChoiceStream]) -> AsyncIterator[tuple[int, Gen
 
 async def collect(streams: Sequence[ChoiceStream], first_token: FirstToken) -> list[ChoiceOutcome]:
     texts: dict[int, list[str]] = {s.index: [] for s in streams}
-    outcomes: list[ChoiceOutcome] = []
+    partial = {s.index: ChoiceOutcome(s.index, "", "", Usage(0, 0)) for s in streams}
     async with contextlib.aclosing(merge(streams)) as events:
         async for index, event in events:
-            first_token.seen(event)
+            outcome = partial[index]
             if isinstance(event, TextDelta):
+                if event.is_prompt:
+                    outcome.prompt_text = event.text
+                    outcome.prompt_logprobs.extend(event.logprobs)
+                    continue
+                first_token.seen(event)
                 texts[index].append(event.text)
+                outcome.logprobs.extend(event.logprobs)
             else:
-                outcomes.append(
-                    ChoiceOutcome(index, "".join(texts[index]), event.finish_reason, event.usage)
-                )
-    return sorted(outcomes, key=lambda o: o.index)
+                outcome.text = "".join(texts[index])
+                outcome.finish_reason = event.finish_reason
+                outcome.usage = event.usage
+    return [partial[i] for i in sorted(partial)]
 
 
-def total_usage(usages: Sequence[Usage], n: int) -> Usage:
-    """OpenAI counts each prompt once, however many choices it has."""
-    prompt = sum(u.prompt_tokens for i, u in enumerate(usages) if i % n == 0)
+def total_usage(usages: Sequence[Usage], per_prompt: int) -> Usage:
+    """OpenAI counts each prompt once, however many choices (or best_of candidates)
+    it has, and every generated token of every candidate."""
+    prompt = sum(u.prompt_tokens for i, u in enumerate(usages) if i % per_prompt == 0)
     return Usage(prompt, sum(u.completion_tokens for u in usages))
 
 

@@ -1,17 +1,25 @@
 """`/v1/completions`: OpenAI JSON in, neutral requests out; neutral results in, OpenAI
-JSON and SSE chunks out. Nothing else in the gateway knows this wire format."""
+JSON and SSE chunks out (the legacy `text_completion` shapes)."""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from backends.base import Capabilities, GenerationRequest, ModelInfo, SamplingParams, Usage
+from backends.base import (
+    Capabilities,
+    Finished,
+    GenerationRequest,
+    SamplingParams,
+    TextDelta,
+    TokenLogprob,
+    Usage,
+)
 from gateway.errors import invalid
+from gateway.generation import ChoiceOutcome
 from gateway.openai import params as p
+from gateway.openai.common import new_id, sampling_from, usage_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,21 +28,74 @@ class CompletionCall:
     prompts: tuple[str | tuple[int, ...], ...]
     sampling: SamplingParams
     n: int
+    best_of: int
     stream: bool
     include_usage: bool
     echo: bool
+    logprobs: int | None
+    suffix: str | None
     user: str | None
 
-    def requests(self, request_id: str) -> list[GenerationRequest]:
-        """One generation per choice: prompt i, sample j -> choice index i * n + j."""
-        return [
-            GenerationRequest(prompt, self.sampling, f"{request_id}/{i * self.n + j}")
-            for i, prompt in enumerate(self.prompts)
-            for j in range(self.n)
-        ]
+    @property
+    def per_prompt(self) -> int:
+        """Generations per prompt: `best_of` candidates, of which `n` are returned."""
+        return self.best_of
 
-    def prompt_of(self, choice_index: int) -> str | tuple[int, ...]:
-        return self.prompts[choice_index // self.n]
+    def check(self, caps: Capabilities) -> None:
+        model = self.model
+        if self.stream and not caps.streaming:
+            raise invalid(f"Model '{model}' does not support streaming.", "stream")
+        if any(not isinstance(x, str) for x in self.prompts) and not caps.token_prompts:
+            raise invalid(f"Model '{model}' does not accept prompts as token ids.", "prompt")
+        if self.echo and not caps.echo:
+            raise invalid(f"Model '{model}' does not support 'echo'.", "echo")
+        if (self.logprobs is not None or self.best_of > self.n) and not caps.logprobs:
+            param = "logprobs" if self.logprobs is not None else "best_of"
+            raise invalid(f"Model '{model}' does not report token log-probabilities.", param)
+        if self.suffix is not None and not caps.suffix:
+            raise invalid(
+                f"Model '{model}' does not support 'suffix' (fill-in-the-middle): it declares "
+                "no FIM prefix/suffix/middle tokens.",
+                "suffix",
+            )
+
+    def requests(self, request_id: str) -> list[GenerationRequest]:
+        """Prompt i, candidate j -> generation i * best_of + j. With a seed, each
+        candidate gets its own (seed + j) so that they differ, reproducibly."""
+        wants_logprobs = (
+            self.logprobs if self.logprobs is not None else (0 if self.best_of > self.n else None)
+        )
+        out = []
+        for i, prompt in enumerate(self.prompts):
+            for j in range(self.best_of):
+                sampling = self.sampling
+                if j and sampling.seed is not None:
+                    sampling = replace(sampling, seed=sampling.seed + j)
+                out.append(
+                    GenerationRequest(
+                        prompt=prompt,
+                        params=sampling,
+                        request_id=f"{request_id}/{i * self.best_of + j}",
+                        logprobs=wants_logprobs,
+                        echo=self.echo,
+                        suffix=self.suffix,
+                    )
+                )
+        return out
+
+    def select(self, outcomes: list[ChoiceOutcome]) -> list[ChoiceOutcome]:
+        """Keep, per prompt, the `n` candidates with the highest mean token log-probability,
+        renumbered as OpenAI numbers choices (prompt i, choice k -> i * n + k)."""
+        if self.best_of == self.n:
+            return outcomes
+        chosen = []
+        for i in range(len(self.prompts)):
+            group = outcomes[i * self.best_of : (i + 1) * self.best_of]
+            best = sorted(group, key=lambda o: o.mean_logprob, reverse=True)[: self.n]
+            for k, outcome in enumerate(best):
+                outcome.index = i * self.n + k
+                chosen.append(outcome)
+        return chosen
 
 
 def parse_prompt(value: Any) -> tuple[str | tuple[int, ...], ...]:
@@ -57,132 +118,131 @@ def parse_prompt(value: Any) -> tuple[str | tuple[int, ...], ...]:
 def parse_completion_request(body: p.Body) -> CompletionCall:
     model = p.get_str(body, "model", required=True)
     assert model is not None
-    if "prompt" not in body or body["prompt"] is None:
+    if body.get("prompt") is None:
         raise invalid("Missing required parameter: 'prompt'.", "prompt")
     prompts = parse_prompt(body["prompt"])
-    max_tokens = p.get_int(body, "max_tokens", 16, low=0) if "max_tokens" in body else 16
-    if "max_tokens" in body and body["max_tokens"] is None:
-        max_tokens = None  # up to the context window
     stream = p.get_bool(body, "stream")
     n = p.get_int(body, "n", 1, low=1, high=128)
     assert n is not None
     best_of = p.get_int(body, "best_of", None, low=1, high=20)
     if best_of is not None and best_of < n:
         raise invalid("best_of must be greater than or equal to n.", "best_of")
-    if best_of is not None and best_of > n:
-        raise invalid(
-            "best_of > n is not supported yet: it needs token log-probabilities.", "best_of"
-        )
-    logprobs = p.get_int(body, "logprobs", None, low=0, high=5)
-    if logprobs is not None:
-        raise invalid("logprobs is not supported yet by this gateway.", "logprobs")
+    if best_of is not None and best_of > n and stream:
+        raise invalid("Cannot stream results with best_of greater than n.", "best_of")
     suffix = p.get_str(body, "suffix")
-    if suffix:
-        raise invalid("suffix (fill-in-the-middle) is not supported by this model.", "suffix")
-    sampling = SamplingParams(
-        max_tokens=max_tokens,
-        temperature=p.get_float(body, "temperature", 1.0, 0.0, 2.0),
-        top_p=p.get_float(body, "top_p", 1.0, 0.0, 1.0),
-        top_k=p.get_int(body, "top_k", 0, low=0) or 0,
-        min_p=p.get_float(body, "min_p", 0.0, 0.0, 1.0),
-        presence_penalty=p.get_float(body, "presence_penalty", 0.0, -2.0, 2.0),
-        frequency_penalty=p.get_float(body, "frequency_penalty", 0.0, -2.0, 2.0),
-        repeat_penalty=p.get_float(body, "repeat_penalty", 1.0, 0.0, 10.0),
-        logit_bias=p.get_logit_bias(body),
-        seed=p.get_int(body, "seed", None),
-        stop=p.get_stop(body),
-    )
     return CompletionCall(
         model=model,
         prompts=prompts,
-        sampling=sampling,
+        sampling=sampling_from(body, "max_tokens", default_max_tokens=16),
         n=n,
+        best_of=best_of or n,
         stream=stream,
         include_usage=p.get_stream_options(body, stream),
         echo=p.get_bool(body, "echo"),
+        logprobs=p.get_int(body, "logprobs", None, low=0, high=5),
+        suffix=suffix if suffix else None,
         user=p.get_str(body, "user"),
     )
 
 
-def check_capabilities(call: CompletionCall, caps: Capabilities, model: str) -> None:
-    if call.stream and not caps.streaming:
-        raise invalid(f"Model '{model}' does not support streaming.", "stream")
-    if any(not isinstance(x, str) for x in call.prompts):
-        if not caps.token_prompts:
-            raise invalid(f"Model '{model}' does not accept prompts as token ids.", "prompt")
-        if call.echo and not caps.echo:
-            raise invalid(f"Model '{model}' cannot echo prompts given as token ids.", "echo")
+class LegacyLogprobs:
+    """The legacy `logprobs` object, built token by token with offsets into the text
+    returned so far (the echoed prompt included)."""
 
+    def __init__(self) -> None:
+        self.offset = 0
 
-def fingerprint(info: ModelInfo) -> str:
-    """Changes when the backend configuration that produced a response changes."""
-    source = f"{info.backend}|{info.id}|{sorted(info.details.items())!r}"
-    return "fp_" + hashlib.sha256(source.encode()).hexdigest()[:10]
-
-
-def new_completion_id() -> str:
-    return f"cmpl-{secrets.token_hex(12)}"
-
-
-@dataclass(frozen=True, slots=True)
-class ChoiceResult:
-    index: int
-    text: str
-    finish_reason: str
+    def block(self, entries: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> dict[str, Any]:
+        tokens, values, tops, offsets = [], [], [], []
+        for entry in entries:
+            tokens.append(entry.token)
+            values.append(entry.logprob)
+            tops.append(dict(entry.top) if entry.logprob is not None else None)
+            offsets.append(self.offset)
+            self.offset += len(entry.token)
+        return {
+            "tokens": tokens,
+            "token_logprobs": values,
+            "top_logprobs": tops,
+            "text_offset": offsets,
+        }
 
 
 class CompletionEncoder:
-    """Builds response bodies and stream chunks that share one id and timestamp."""
+    """Builds the response body, or the stream's chunks, of one completions call."""
 
-    def __init__(self, model: str, fingerprint: str, include_usage: bool = False) -> None:
-        self.id = new_completion_id()
+    object_name = "text_completion"
+
+    def __init__(self, call: CompletionCall, fingerprint: str) -> None:
+        self.call = call
+        self.id = new_id("cmpl")
         self.created = int(time.time())
-        self.model = model
         self.fingerprint = fingerprint
-        self.include_usage = include_usage
+        self._offsets: dict[int, LegacyLogprobs] = {}
 
     def _envelope(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "id": self.id,
-            "object": "text_completion",
+            "object": self.object_name,
             "created": self.created,
-            "model": self.model,
+            "model": self.call.model,
             "system_fingerprint": self.fingerprint,
             "choices": choices,
         }
 
-    def response(self, choices: list[ChoiceResult], usage: Usage) -> dict[str, Any]:
-        body = self._envelope(
-            [
+    # -- plain response -----------------------------------------------------------
+
+    def response(self, outcomes: list[ChoiceOutcome], usage: Usage) -> dict[str, Any]:
+        choices = []
+        for o in sorted(outcomes, key=lambda o: o.index):
+            logprobs = None
+            if self.call.logprobs is not None:
+                builder = LegacyLogprobs()
+                prompt = builder.block(o.prompt_logprobs)
+                if not o.prompt_logprobs:
+                    builder.offset = len(o.prompt_text)
+                generated = builder.block(o.logprobs)
+                logprobs = {k: prompt[k] + generated[k] for k in generated}
+            choices.append(
                 {
-                    "text": c.text,
-                    "index": c.index,
-                    "logprobs": None,
-                    "finish_reason": c.finish_reason,
+                    "text": o.prompt_text + o.text,
+                    "index": o.index,
+                    "logprobs": logprobs,
+                    "finish_reason": o.finish_reason,
                 }
-                for c in sorted(choices, key=lambda c: c.index)
-            ]
-        )
+            )
+        body = self._envelope(choices)
         body["usage"] = usage_json(usage)
         return body
 
-    def chunk(self, index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
+    # -- stream -------------------------------------------------------------------
+
+    def _chunk(self, index: int, text: str, logprobs: Any, finish: str | None) -> dict[str, Any]:
         body = self._envelope(
-            [{"text": text, "index": index, "logprobs": None, "finish_reason": finish_reason}]
+            [{"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish}]
         )
-        if self.include_usage:
+        if self.call.include_usage:
             body["usage"] = None
         return body
+
+    def opening(self, index: int) -> list[dict[str, Any]]:
+        return []
+
+    def delta(self, index: int, event: TextDelta) -> dict[str, Any] | None:
+        if not event.text and not event.logprobs:
+            return None
+        logprobs = None
+        if self.call.logprobs is not None:
+            builder = self._offsets.setdefault(index, LegacyLogprobs())
+            logprobs = builder.block(event.logprobs)
+            if event.is_prompt and not event.logprobs:
+                builder.offset += len(event.text)
+        return self._chunk(index, event.text, logprobs, None)
+
+    def finish(self, index: int, event: Finished) -> dict[str, Any]:
+        return self._chunk(index, "", None, event.finish_reason)
 
     def usage_chunk(self, usage: Usage) -> dict[str, Any]:
         body = self._envelope([])
         body["usage"] = usage_json(usage)
         return body
-
-
-def usage_json(usage: Usage) -> dict[str, int]:
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    }

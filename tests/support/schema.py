@@ -46,12 +46,14 @@ def _allow_null_finish_reason(doc: dict[str, Any]) -> dict[str, Any]:
     but OpenAI's streamed chunks carry `finish_reason: null` until the last one (and
     the SDK types it as optional). Streamed chunks are checked against this variant."""
     schemas = doc["components"]["schemas"]
-    chunk = json.loads(json.dumps(schemas["CreateCompletionResponse"]))
-    reason = chunk["properties"]["choices"]["items"]["properties"]["finish_reason"]
-    chunk["properties"]["choices"]["items"]["properties"]["finish_reason"] = {
-        "anyOf": [reason, {"type": "null"}]
-    }
-    schemas["CreateCompletionStreamChunk"] = chunk
+    for source, target in (
+        ("CreateCompletionResponse", "CreateCompletionStreamChunk"),
+        ("CreateChatCompletionStreamResponse", "CreateChatCompletionStreamChunk"),
+    ):
+        chunk = json.loads(json.dumps(schemas[source]))
+        choice = chunk["properties"]["choices"]["items"]["properties"]
+        choice["finish_reason"] = {"anyOf": [choice["finish_reason"], {"type": "null"}]}
+        schemas[target] = chunk
     return doc
 
 

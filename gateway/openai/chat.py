@@ -1,0 +1,227 @@
+"""`/v1/chat/completions`: messages in, `chat.completion` objects and
+`chat.completion.chunk` stream chunks out."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from backends.base import (
+    Capabilities,
+    ChatMessage,
+    Finished,
+    GenerationRequest,
+    SamplingParams,
+    TextDelta,
+    TokenLogprob,
+    Usage,
+)
+from gateway.errors import invalid
+from gateway.generation import ChoiceOutcome
+from gateway.openai import params as p
+from gateway.openai.common import new_id, sampling_from, usage_json
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCall:
+    model: str
+    messages: tuple[ChatMessage, ...]
+    sampling: SamplingParams
+    n: int
+    stream: bool
+    include_usage: bool
+    logprobs: bool
+    top_logprobs: int
+    user: str | None
+
+    @property
+    def per_prompt(self) -> int:
+        return self.n
+
+    def check(self, caps: Capabilities) -> None:
+        if self.stream and not caps.streaming:
+            raise invalid(f"Model '{self.model}' does not support streaming.", "stream")
+        if self.logprobs and not caps.logprobs:
+            raise invalid(
+                f"Model '{self.model}' does not report token log-probabilities.", "logprobs"
+            )
+        if not caps.chat_template:
+            raise invalid(
+                f"Model '{self.model}' has no chat template: its GGUF declares none and its "
+                "configuration sets none (chat_template). Use /v1/completions instead.",
+                "messages",
+            )
+
+    def requests(self, request_id: str) -> list[GenerationRequest]:
+        out = []
+        for j in range(self.n):
+            sampling = self.sampling
+            if j and sampling.seed is not None:
+                sampling = replace(sampling, seed=sampling.seed + j)
+            out.append(
+                GenerationRequest(
+                    params=sampling,
+                    request_id=f"{request_id}/{j}",
+                    messages=self.messages,
+                    logprobs=self.top_logprobs if self.logprobs else None,
+                )
+            )
+        return out
+
+    def select(self, outcomes: list[ChoiceOutcome]) -> list[ChoiceOutcome]:
+        return outcomes
+
+
+def _content(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        texts = []
+        for k, part in enumerate(value):
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise invalid(
+                    f"Invalid content part in '{where}[{k}]': only text parts "
+                    '({"type": "text", "text": ...}) are supported by this gateway.',
+                    where,
+                )
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise invalid(f"Invalid '{where}[{k}].text': expected a string.", where)
+            texts.append(text)
+        return "".join(texts)
+    raise invalid(f"Invalid type for '{where}': expected a string or an array of parts.", where)
+
+
+def parse_messages(value: Any) -> tuple[ChatMessage, ...]:
+    if not isinstance(value, list) or not value:
+        raise invalid("Invalid 'messages': expected a non-empty array of messages.", "messages")
+    messages = []
+    for i, raw in enumerate(value):
+        where = f"messages[{i}]"
+        if not isinstance(raw, dict):
+            raise invalid(f"Invalid type for '{where}': expected an object.", where)
+        role = raw.get("role")
+        if role not in ROLES:
+            raise invalid(
+                f"Invalid value for '{where}.role': expected one of {', '.join(ROLES)}.",
+                f"{where}.role",
+            )
+        if role != "assistant" and raw.get("content") is None:
+            raise invalid(f"Missing required parameter: '{where}.content'.", f"{where}.content")
+        name = raw.get("name")
+        if name is not None and not isinstance(name, str):
+            raise invalid(f"Invalid type for '{where}.name': expected a string.", f"{where}.name")
+        content = _content(raw.get("content"), f"{where}.content")
+        messages.append(ChatMessage(role, content, name))
+    return tuple(messages)
+
+
+def parse_chat_request(body: p.Body) -> ChatCall:
+    model = p.get_str(body, "model", required=True)
+    assert model is not None
+    if "messages" not in body:
+        raise invalid("Missing required parameter: 'messages'.", "messages")
+    messages = parse_messages(body["messages"])
+    stream = p.get_bool(body, "stream")
+    n = p.get_int(body, "n", 1, low=1, high=128)
+    assert n is not None
+    logprobs = p.get_bool(body, "logprobs")
+    top = p.get_int(body, "top_logprobs", None, low=0, high=20)
+    if top is not None and not logprobs:
+        raise invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
+    return ChatCall(
+        model=model,
+        messages=messages,
+        sampling=sampling_from(
+            body, "max_completion_tokens", "max_tokens", default_max_tokens=None
+        ),
+        n=n,
+        stream=stream,
+        include_usage=p.get_stream_options(body, stream),
+        logprobs=logprobs,
+        top_logprobs=top or 0,
+        user=p.get_str(body, "user"),
+    )
+
+
+def chat_logprob(entry: TokenLogprob) -> dict[str, Any]:
+    return {
+        "token": entry.token,
+        "logprob": entry.logprob,
+        "bytes": list(entry.token.encode()),
+        "top_logprobs": [
+            {"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in entry.top
+        ],
+    }
+
+
+class ChatEncoder:
+    def __init__(self, call: ChatCall, fingerprint: str) -> None:
+        self.call = call
+        self.id = new_id("chatcmpl")
+        self.created = int(time.time())
+        self.fingerprint = fingerprint
+
+    def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.call.model,
+            "system_fingerprint": self.fingerprint,
+            "choices": choices,
+        }
+
+    def _logprobs(self, entries: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> Any:
+        if not self.call.logprobs:
+            return None
+        return {"content": [chat_logprob(e) for e in entries], "refusal": None}
+
+    def response(self, outcomes: list[ChoiceOutcome], usage: Usage) -> dict[str, Any]:
+        choices = [
+            {
+                "index": o.index,
+                "message": {"role": "assistant", "content": o.text, "refusal": None},
+                "logprobs": self._logprobs(o.logprobs),
+                "finish_reason": o.finish_reason,
+            }
+            for o in sorted(outcomes, key=lambda o: o.index)
+        ]
+        body = self._envelope("chat.completion", choices)
+        body["usage"] = usage_json(usage)
+        return body
+
+    def _chunk(
+        self, index: int, delta: dict[str, Any], logprobs: Any, finish: str | None
+    ) -> dict[str, Any]:
+        body = self._envelope(
+            "chat.completion.chunk",
+            [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
+        )
+        if self.call.include_usage:
+            body["usage"] = None
+        return body
+
+    def opening(self, index: int) -> list[dict[str, Any]]:
+        """OpenAI's first chunk of each choice carries the role and empty content."""
+        return [
+            self._chunk(index, {"role": "assistant", "content": "", "refusal": None}, None, None)
+        ]
+
+    def delta(self, index: int, event: TextDelta) -> dict[str, Any] | None:
+        if not event.text:
+            return None
+        return self._chunk(index, {"content": event.text}, self._logprobs(event.logprobs), None)
+
+    def finish(self, index: int, event: Finished) -> dict[str, Any]:
+        return self._chunk(index, {}, None, event.finish_reason)
+
+    def usage_chunk(self, usage: Usage) -> dict[str, Any]:
+        body = self._envelope("chat.completion.chunk", [])
+        body["usage"] = usage_json(usage)
+        return body

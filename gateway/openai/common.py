@@ -1,0 +1,50 @@
+"""Pieces shared by the completions and chat wire formats."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from backends.base import ModelInfo, SamplingParams, Usage
+from gateway.openai import params as p
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def fingerprint(info: ModelInfo) -> str:
+    """Changes when the backend configuration that produced a response changes."""
+    source = f"{info.backend}|{info.id}|{sorted(info.details.items())!r}"
+    return "fp_" + hashlib.sha256(source.encode()).hexdigest()[:10]
+
+
+def usage_json(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def sampling_from(body: p.Body, *max_names: str, default_max_tokens: int | None) -> SamplingParams:
+    """The sampling parameters both endpoints share. The first of `max_names` present
+    in the body gives the token limit; an explicit null means "up to the context"."""
+    max_tokens: int | None = default_max_tokens
+    for name in max_names:
+        if name in body:
+            max_tokens = p.get_int(body, name, None, low=0)
+            break
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=p.get_float(body, "temperature", 1.0, 0.0, 2.0),
+        top_p=p.get_float(body, "top_p", 1.0, 0.0, 1.0),
+        top_k=p.get_int(body, "top_k", 0, low=0) or 0,
+        min_p=p.get_float(body, "min_p", 0.0, 0.0, 1.0),
+        presence_penalty=p.get_float(body, "presence_penalty", 0.0, -2.0, 2.0),
+        frequency_penalty=p.get_float(body, "frequency_penalty", 0.0, -2.0, 2.0),
+        repeat_penalty=p.get_float(body, "repeat_penalty", 1.0, 0.0, 10.0),
+        logit_bias=p.get_logit_bias(body),
+        seed=p.get_int(body, "seed", None),
+        stop=p.get_stop(body),
+    )
