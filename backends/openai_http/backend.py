@@ -3,7 +3,7 @@ server, another gateway) behind one model id, with replicas, health and retries.
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, Self
@@ -116,7 +116,7 @@ class OpenAIHTTPBackend(Backend):
         opts = self.opts
         body = build_body(request, self.upstream_model, True, opts.stream_usage)
         path = "/chat/completions" if request.is_chat else "/completions"
-        deadline = time.monotonic() + opts.total_timeout
+        deadline = asyncio.get_running_loop().time() + opts.total_timeout
         tried: set[Replica] = set()
         last_error: UpstreamError | None = None
         for _ in range(opts.max_retries + 1):

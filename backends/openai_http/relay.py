@@ -36,18 +36,24 @@ async def relay(
     usage: Usage | None = None
     deltas = 0
     started = False
-    data_events = aiter(sse_data(response.aiter_lines()))
+    data_events = aiter(sse_data(response.aiter_bytes()))
+    loop = asyncio.get_running_loop()
     while True:
+        # httpx's read timeout bounds each wait (chunk_timeout); the total deadline is
+        # checked per chunk, which is cheaper than a timer per chunk.
         try:
-            async with asyncio.timeout_at(deadline):
-                data = await anext(data_events)
+            data = await anext(data_events)
         except StopAsyncIteration:
             break
-        except TimeoutError:
-            raise errors.total_timeout(total_timeout) from None
         except httpx.TransportError as exc:
             raise _stream_failure(exc, started, chunk_timeout) from None
+        if loop.time() > deadline:
+            raise errors.total_timeout(total_timeout)
         if data == "[DONE]":
+            # Read to the end of the body: only a fully read response returns its
+            # connection to the pool (otherwise every request pays a new connect).
+            async for _ in data_events:
+                pass
             break
         try:
             payload = json.loads(data)

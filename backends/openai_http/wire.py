@@ -107,17 +107,30 @@ def read_chunk(payload: Any, is_chat: bool) -> ChunkPiece:
     return piece
 
 
-async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
-    """The `data` of each server-sent event (multi-line data joined with newlines);
-    comments, `event:`, `id:` and `retry:` fields are skipped."""
-    data: list[str] = []
-    async for line in lines:
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-        elif line.startswith("data:"):
-            value = line[5:]
-            data.append(value[1:] if value.startswith(" ") else value)
-    if data:
-        yield "\n".join(data)
+async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The `data` of each server-sent event (multi-line data joined with newlines), from
+    the raw body bytes; comments, `event:`, `id:` and `retry:` fields are skipped.
+    Splitting bytes directly avoids httpx's per-line text decoding on the hot path."""
+    buffer = b""
+    async for chunk in chunks:
+        buffer += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
+        *events, buffer = buffer.split(b"\n\n")
+        for event in events:
+            data = _event_data(event)
+            if data is not None:
+                yield data
+    if buffer.strip():
+        data = _event_data(buffer)
+        if data is not None:
+            yield data
+
+
+def _event_data(event: bytes) -> str | None:
+    if event.startswith(b"data: ") and b"\n" not in event:  # the usual one-line event
+        return event[6:].decode()
+    data = [
+        line[6:] if line.startswith(b"data: ") else line[5:]
+        for line in event.split(b"\n")
+        if line.startswith(b"data:")
+    ]
+    return b"\n".join(data).decode() if data else None
