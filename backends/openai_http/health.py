@@ -52,6 +52,11 @@ class HealthProber:
         for replica, error in zip(replicas, results, strict=True):
             if error is None:
                 self.pool.probe_succeeded(replica)
+            elif replica.state == "healthy" and replica.requests:
+                # A replica that has served traffic may just be busy (llama-cpp-python's
+                # server answers nothing while it generates): a failed probe counts like
+                # a failed request instead of ejecting it outright.
+                self.pool.failed(replica, error)
             else:
                 self.pool.eject(replica, error)
 

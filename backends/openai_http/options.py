@@ -63,7 +63,7 @@ class OpenAIHTTPOptions:
     fail_threshold: int = 3  # consecutive failures that eject a replica
     cooldown: float = 10.0  # seconds an ejected replica waits before a probe
     probe_interval: float = 10.0  # active GET /v1/models; 0 turns it off
-    probe_timeout: float = 2.0
+    probe_timeout: float = 5.0
     max_connections: int = 256
     max_context: int | None = None
     token_prompts: bool = True

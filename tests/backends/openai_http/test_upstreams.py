@@ -167,3 +167,22 @@ def test_chat_through_the_backend(llama_server: str) -> None:
     text, finished = asyncio.run(through())
     assert text == direct.choices[0].message.content
     assert finished.finish_reason == direct.choices[0].finish_reason
+
+
+def test_chat_through_the_front_gateway(front: GatewayProcess, llama_server: str,
+                                        upstream_gateway: GatewayProcess) -> None:
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    for direct_url, direct_model, front_model in (
+        (llama_server, "smol", "via-llama-server"),
+        (upstream_gateway.base_url, "smollm2", "via-gateway"),
+    ):
+        direct = sdk(direct_url).chat.completions.create(
+            model=direct_model, messages=messages, **GREEDY)  # type: ignore[arg-type]
+        through = sdk(front.base_url).chat.completions.create(
+            model=front_model, messages=messages, **GREEDY)  # type: ignore[arg-type]
+        assert through.choices[0].message.content == direct.choices[0].message.content
+        assert through.choices[0].finish_reason == direct.choices[0].finish_reason
+        stream = sdk(front.base_url).chat.completions.create(
+            model=front_model, messages=messages, stream=True, **GREEDY)  # type: ignore[arg-type]
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert text == direct.choices[0].message.content
