@@ -45,13 +45,19 @@ def byte_symbols() -> list[str]:
     return [table[b] for b in range(256)]
 
 
-def bloom_vocab(size: int | None = None) -> tuple[list[str], list[int], list[str]]:
-    tokens = [*SPECIALS, *byte_symbols()]
+FIM_TOKENS = ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"]
+
+
+def bloom_vocab(
+    size: int | None = None, fim: bool = False
+) -> tuple[list[str], list[int], list[str]]:
+    specials = [*SPECIALS, *FIM_TOKENS] if fim else SPECIALS
+    tokens = [*specials, *byte_symbols()]
     merges = []
     for left, right in MERGES:
         merges.append(f"{left} {right}")
         tokens.append(left + right)
-    types = [3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS))
+    types = [3] * len(specials) + [1] * (len(tokens) - len(specials))
     if size is not None:  # pad to a real model's vocabulary size with unused tokens
         while len(tokens) < size:
             tokens.append(f"<extra_{len(tokens)}>")
@@ -73,12 +79,19 @@ BLOOMZ_560M = BloomShape(n_vocab=250_880, n_embd=1024, n_layer=24, n_head=16, n_
 
 
 def write_bloom(
-    path: Path, shape: BloomShape = BloomShape(), q8_0: bool = False, seed: int = 0
+    path: Path,
+    shape: BloomShape = BloomShape(),
+    q8_0: bool = False,
+    seed: int = 0,
+    fim: bool = False,
+    chat_template: str | None = None,
 ) -> Path:
+    """`fim` adds <fim_prefix>/<fim_suffix>/<fim_middle> (ids 4, 5, 6) and declares them;
+    `chat_template` is stored as tokenizer.chat_template."""
     import gguf
 
     rng = np.random.default_rng(seed)
-    tokens, types, merges = bloom_vocab(shape.n_vocab)
+    tokens, types, merges = bloom_vocab(shape.n_vocab, fim)
     n_vocab, d, ff = len(tokens), shape.n_embd, shape.n_ff
     writer = gguf.GGUFWriter(str(path), "bloom")
     writer.add_name("tiny-bloom-test")
@@ -100,6 +113,12 @@ def write_bloom(
     writer.add_eos_token_id(2)
     writer.add_pad_token_id(3)
     writer.add_add_bos_token(False)
+    if fim:
+        writer.add_uint32("tokenizer.ggml.fim_pre_token_id", 4)
+        writer.add_uint32("tokenizer.ggml.fim_suf_token_id", 5)
+        writer.add_uint32("tokenizer.ggml.fim_mid_token_id", 6)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
 
     def matrix(rows: int, cols: int) -> np.ndarray:
         return (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02).astype(np.float32)
