@@ -24,9 +24,10 @@ class RequestRecord:
     done: bool = False  # the stream ended with [DONE]
     error: str | None = None
     text: str = ""
+    chunks: list[str] = field(default_factory=list)  # the text of each chunk, in order
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "chunks"}
 
 
 async def stream_one(
@@ -62,6 +63,7 @@ async def stream_one(
     except httpx.HTTPError as exc:
         rec.error = f"{type(exc).__name__}: {exc}"
     rec.text = "".join(texts)
+    rec.chunks = texts
     rec.tokens = usage_tokens if usage_tokens is not None else len(rec.stamps)
     return rec
 
