@@ -28,8 +28,9 @@ class ChatTemplate:
         try:
             self._template = env.from_string(source)
         except TemplateError as exc:
-            raise InvalidRequest(f"the model's chat template is not valid Jinja: {exc}",
-                                 "messages") from None
+            raise InvalidRequest(
+                f"the model's chat template is not valid Jinja: {exc}", "messages"
+            ) from None
         self._bos = bos_token
         self._eos = eos_token
 
@@ -52,8 +53,13 @@ class ChatTemplate:
                 "the model's chat template tried an operation the sandbox forbids", "messages"
             ) from None
         except TemplateError as exc:
-            raise InvalidRequest(f"the chat template could not render these messages: {exc}",
-                                 "messages") from None
+            raise InvalidRequest(
+                f"the chat template could not render these messages: {exc}", "messages"
+            ) from None
+        except Exception as exc:  # e.g. {% include %} with no loader: never a 500
+            raise InvalidRequest(
+                f"the chat template failed on these messages ({type(exc).__name__})", "messages"
+            ) from None
 
 
 class _TemplateRaised(TemplateError):
