@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from backends.base import (
@@ -20,7 +20,7 @@ from backends.base import (
 from gateway.errors import invalid
 from gateway.generation import ChoiceOutcome
 from gateway.openai import params as p
-from gateway.openai.common import new_id, sampling_from, usage_json
+from gateway.openai.common import for_candidate, new_id, sampling_from, usage_json
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
@@ -58,12 +58,9 @@ class ChatCall:
     def requests(self, request_id: str) -> list[GenerationRequest]:
         out = []
         for j in range(self.n):
-            sampling = self.sampling
-            if j and sampling.seed is not None:
-                sampling = replace(sampling, seed=sampling.seed + j)
             out.append(
                 GenerationRequest(
-                    params=sampling,
+                    params=for_candidate(self.sampling, j),
                     request_id=f"{request_id}/{j}",
                     messages=self.messages,
                     logprobs=self.top_logprobs if self.logprobs else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import replace
 
 from backends.base import ModelInfo, SamplingParams, Usage
 from gateway.openai import params as p
@@ -25,6 +26,14 @@ def usage_json(usage: Usage) -> dict[str, int]:
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     }
+
+
+def for_candidate(sampling: SamplingParams, j: int) -> SamplingParams:
+    """The j-th choice of one prompt: with a seed, each gets its own (seed + j) so that
+    the choices differ, reproducibly."""
+    if j and sampling.seed is not None:
+        return replace(sampling, seed=sampling.seed + j)
+    return sampling
 
 
 def sampling_from(body: p.Body, *max_names: str, default_max_tokens: int | None) -> SamplingParams:

@@ -4,7 +4,7 @@ JSON and SSE chunks out (the legacy `text_completion` shapes)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from backends.base import (
@@ -19,7 +19,7 @@ from backends.base import (
 from gateway.errors import invalid
 from gateway.generation import ChoiceOutcome
 from gateway.openai import params as p
-from gateway.openai.common import new_id, sampling_from, usage_json
+from gateway.openai.common import for_candidate, new_id, sampling_from, usage_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +68,10 @@ class CompletionCall:
         out = []
         for i, prompt in enumerate(self.prompts):
             for j in range(self.best_of):
-                sampling = self.sampling
-                if j and sampling.seed is not None:
-                    sampling = replace(sampling, seed=sampling.seed + j)
                 out.append(
                     GenerationRequest(
                         prompt=prompt,
-                        params=sampling,
+                        params=for_candidate(self.sampling, j),
                         request_id=f"{request_id}/{i * self.best_of + j}",
                         logprobs=wants_logprobs,
                         echo=self.echo,
