@@ -3,11 +3,12 @@ then 8 at a time through the gateway; the outputs should match in at least 95 % 
 cases (a late token may flip between batch shapes), and no request's text may show up
 in another's.
 
-    .venv/bin/python -m bench.concurrency_check
+    .venv/bin/python -m bench.concurrency_check [--threads 2]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
@@ -89,10 +90,13 @@ def compare(solo: list[RequestRecord], batched: list[RequestRecord]) -> dict[str
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    opts = parser.parse_args()
     model = smollm2()
     with (
         tempfile.TemporaryDirectory(prefix="bench-") as tmp,
-        servers.gateway(model.path, Path(tmp), 8, 2) as gw,
+        servers.gateway(model.path, Path(tmp), 8, opts.threads) as gw,
     ):
         solo = asyncio.run(run_all(gw.base_url, 1))
         batched = asyncio.run(run_all(gw.base_url, 8))

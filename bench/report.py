@@ -154,7 +154,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
             ax.grid(alpha=0.3)
         axes[1][col].set_yscale("log")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"2 threads per contender, one run ({results['started']})", fontsize=10)
+    fig.suptitle(
+        f"{results['threads']} thread(s) per contender, one run ({results['started']})", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
