@@ -1,8 +1,10 @@
 """A client that goes away stops its generation within a few tokens.
 
 The gateway here has ONE slot for SmolLM2, so an abandoned generation that kept
-running would hold the slot and delay the next request by tens of seconds (3,000
-tokens at well under 200 tokens/s); the follow-up must instead start at once."""
+running would hold the slot and delay the next request until its 3,000 tokens were
+done. The follow-up must instead start at once: it must take well under a quarter of
+the time the abandoned request still needed, measured at the decode speed of the
+moment (the machine may be shared, so no fixed number of seconds is right)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,6 @@ LONG = {
     "temperature": 0,
     "logit_bias": {"0": -100, "1": -100, "2": -100},
 }  # no end-of-text: it would go on
-FOLLOW_UP_LIMIT_S = 8.0
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,25 @@ def one_slot_gateway(
     config.write_text(two_model_config(tiny_bloom_path, smol_parallel=1, smol_ctx=4096))
     with GatewayProcess(config, folder / "gateway.log") as proc:
         yield proc
+
+
+def abandoned_would_need_s(base_url: str) -> float:
+    """Seconds the abandoned request would still have run: its remaining tokens at the
+    decode speed measured now."""
+    started = time.perf_counter()
+    r = httpx.post(f"{base_url}/v1/completions", timeout=300, json={**LONG, "max_tokens": 32})
+    assert r.json()["usage"]["completion_tokens"] == 32
+    rate = 32 / (time.perf_counter() - started)
+    return (LONG["max_tokens"] - 50) / rate
+
+
+def wait_idle(base_url: str, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    stats = engine_stats(base_url)
+    while (stats["busy"] or stats["queued"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        stats = engine_stats(base_url)
+    return stats
 
 
 def follow_up_seconds(base_url: str) -> float:
@@ -63,16 +83,16 @@ def test_abandoned_stream_frees_its_slot(one_slot_gateway: GatewayProcess) -> No
         assert any(line.startswith("data: {") for line in received)
         assert engine_stats(base)["busy"] == 1
     # the connection is closed here, mid-stream
-    assert follow_up_seconds(base) < FOLLOW_UP_LIMIT_S
-    assert engine_stats(base)["busy"] == 0
+    assert follow_up_seconds(base) < abandoned_would_need_s(base) / 4
+    assert wait_idle(base)["busy"] == 0
 
 
 def test_abandoned_plain_request_frees_its_slot(one_slot_gateway: GatewayProcess) -> None:
     base = one_slot_gateway.base_url
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{base}/v1/completions", json=LONG, timeout=1.5)
-    assert follow_up_seconds(base) < FOLLOW_UP_LIMIT_S
-    assert engine_stats(base)["busy"] == 0
+    assert follow_up_seconds(base) < abandoned_would_need_s(base) / 4
+    assert wait_idle(base)["busy"] == 0
 
 
 def test_queued_request_whose_client_leaves_is_dropped(one_slot_gateway: GatewayProcess) -> None:
@@ -84,8 +104,8 @@ def test_queued_request_whose_client_leaves_is_dropped(one_slot_gateway: Gateway
         # a second request waits for the only slot; its client gives up
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{base}/v1/completions", json=LONG, timeout=1.0)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 10
         while engine_stats(base)["queued"] and time.monotonic() < deadline:
             time.sleep(0.05)
         assert engine_stats(base)["queued"] == 0
-    assert follow_up_seconds(base) < FOLLOW_UP_LIMIT_S
+    assert follow_up_seconds(base) < abandoned_would_need_s(base) / 4
