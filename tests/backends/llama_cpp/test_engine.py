@@ -55,8 +55,8 @@ def test_concurrent_greedy_outputs_match_solo_outputs(
                 *(run(backend, p, max_tokens=16, temperature=0) for p in PROMPTS)
             )
             stats = backend.stats()
-        same = sum(a[0] == b[0] for a, b in zip(solo, together, strict=True))
-        assert same >= len(PROMPTS) - 1, (solo, together)  # batch shapes may flip a late token
+        # Each sequence has its own KV stream, so batching changes nothing: identical.
+        assert [t for t, _ in together] == [t for t, _ in solo]
         for text, finished in together:
             assert finished.usage.completion_tokens == 16 and finished.finish_reason == "length"
             assert text
