@@ -95,8 +95,9 @@ class LlamaCppBackend(Backend):
             parallel=self.opts.parallel,
             kv_cache_bytes=kv_bytes,
             n_gpu_layers=self.n_gpu_layers,
-            chat_template="config" if self.opts.chat_template else (
-                "gguf" if model.chat_template() else None),
+            chat_template="config"
+            if self.opts.chat_template
+            else ("gguf" if model.chat_template() else None),
             fim=model.fim_tokens() is not None,
         )
         log.info(
@@ -156,8 +157,7 @@ class LlamaCppBackend(Backend):
             raise ContextLengthExceeded(len(tokens), params.max_tokens, limit)
         if params.max_tokens == 0 and not (request.echo and request.logprobs is not None):
             if request.echo:
-                yield TextDelta(prompt.echo_text, tuple(tokens[prompt.echo_from :]),
-                                is_prompt=True)
+                yield TextDelta(prompt.echo_text, tuple(tokens[prompt.echo_from :]), is_prompt=True)
             yield Finished("length", Usage(len(tokens), 0))
             return
         max_new = params.max_tokens if params.max_tokens is not None else limit - len(tokens)

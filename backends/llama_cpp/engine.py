@@ -38,6 +38,7 @@ log = structlog.get_logger("backends.llama_cpp.engine")
 
 EngineOutput = GenerationEvent | BaseException
 PROMPT_SCORE_CHUNK = 64
+MIN_PREFIX_REUSE = 16  # shorter shared prefixes are chance, not worth a scattered slot
 
 
 @dataclass(eq=False)
@@ -98,7 +99,6 @@ class Engine:
         self._slots: list[Sequence | None] = [None] * ctx.n_seq
         # Tokens whose KV each slot still holds, for prefix reuse, and when it was used.
         self._cached: list[list[int]] = [[] for _ in range(ctx.n_seq)]
-        self._last_used: list[int] = [0] * ctx.n_seq
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
         self.steps = 0
@@ -177,13 +177,22 @@ class Engine:
                 self._cond.wait()
 
     def _best_slot(self, prompt: list[int]) -> int:
-        """The free slot whose cached tokens share the longest prefix with `prompt`
-        (the editor pattern: the same file prefix again and again); otherwise the
-        least recently used one."""
-        free = [i for i, s in enumerate(self._slots) if s is None]
-        return max(
-            free, key=lambda i: (common_prefix(self._cached[i], prompt), -self._last_used[i])
-        )
+        """The free slot whose cached tokens share a long prefix with `prompt` (the
+        editor pattern: the same file prefix again and again); otherwise the one that
+        keeps the busy slots in the fewest runs of consecutive ids (each run costs a
+        pass over the weights per step), the lowest first."""
+        busy = [s is not None for s in self._slots]
+
+        def runs_with(i: int) -> int:
+            flags = busy.copy()
+            flags[i] = True
+            return sum(1 for k, b in enumerate(flags) if b and (k == 0 or not flags[k - 1]))
+
+        def score(i: int) -> tuple[int, int, int]:
+            reuse = common_prefix(self._cached[i], prompt)
+            return (reuse if reuse >= MIN_PREFIX_REUSE else 0, -runs_with(i), -i)
+
+        return max((i for i, s in enumerate(self._slots) if s is None), key=score)
 
     def _place(self, seq: Sequence, slot: int) -> None:
         # Keep the KV of the shared prefix, but always decode at least the last prompt
@@ -203,7 +212,6 @@ class Engine:
     def _release(self, slot: int) -> None:
         seq = self._slots[slot]
         self._slots[slot] = None
-        self._last_used[slot] = self.steps
         if seq is None:
             return
         # What is in the KV cache now: the prompt as far as it was decoded, then every
@@ -217,20 +225,25 @@ class Engine:
             seq.sampler = None
 
     def _step(self) -> None:
-        budget = self._ctx.n_batch
+        running = sum(1 for s in self._slots if s is not None and s.n_prefilled == len(s.prompt))
+        # Every running sequence gets its next token (n_batch >= parallel); prompt
+        # chunks share what is left, so a long prompt never stalls running streams
+        # for more than one chunk.
+        budget = self._ctx.n_batch - running
         entries: list[tuple[int, int, int, bool]] = []
         sample_at: list[tuple[Sequence, int]] = []
-        # Running sequences first: one token each keeps every stream flowing.
+        scored: list[tuple[Sequence, int, int]] = []  # (seq, batch index, prompt position)
+        # Entries go in slot order: llama.cpp cuts a batch over separate KV streams into
+        # one micro-batch per run of consecutive sequence ids, and every micro-batch
+        # reads all the weights again.
         for seq in self._slots:
-            if seq is not None and seq.n_prefilled == len(seq.prompt) and budget > 0:
+            if seq is None:
+                continue
+            if seq.n_prefilled == len(seq.prompt):
                 sample_at.append((seq, len(entries)))
                 entries.append((seq.last_token, seq.n_past - 1, seq.slot, True))
-                budget -= 1
-        # Then prompt chunks, so a long prompt never stalls running streams for more
-        # than one chunk.
-        scored: list[tuple[Sequence, int, int]] = []  # (seq, batch index, prompt position)
-        for seq in self._slots:
-            if seq is None or seq.n_prefilled == len(seq.prompt) or budget <= 0:
+                continue
+            if budget <= 0:
                 continue
             start = seq.n_prefilled
             # Scoring every prompt token makes every entry an output row: keep the

@@ -146,6 +146,7 @@ class Context:
     ) -> None:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_seq * n_ctx_seq
+        n_batch = max(n_batch, n_seq)  # room for the next token of every sequence
         params.n_batch = n_batch
         params.n_ubatch = n_batch
         params.n_seq_max = n_seq

@@ -17,8 +17,9 @@ class PromptTokens:
     echo_from: int = 0  # tokens before this index were added (BOS), not written
 
 
-def build_prompt(model: Model, request: GenerationRequest, template: ChatTemplate | None,
-                 model_id: str) -> PromptTokens:
+def build_prompt(
+    model: Model, request: GenerationRequest, template: ChatTemplate | None, model_id: str
+) -> PromptTokens:
     if request.is_chat:
         if template is None:
             raise InvalidRequest(
@@ -34,7 +35,7 @@ def build_prompt(model: Model, request: GenerationRequest, template: ChatTemplat
     if isinstance(request.prompt, str):
         tokens = model.tokenize(request.prompt, add_special=True, parse_special=True)
         bare = model.tokenize(request.prompt, add_special=False, parse_special=True)
-        echo_from = len(tokens) - len(bare) if tokens[-len(bare):] == bare or not bare else 0
+        echo_from = len(tokens) - len(bare) if tokens[-len(bare) :] == bare or not bare else 0
         prompt = PromptTokens(tokens, request.prompt, echo_from)
     else:
         bad = next((t for t in request.prompt if not 0 <= t < model.n_vocab), None)
