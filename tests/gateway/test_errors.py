@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from backends.errors import BackendError
+from backends.errors import BackendError, Overloaded
 from gateway.app import create_app
 from gateway.config import GatewayConfig, ServerSettings
 from gateway.registry import ModelRegistry, ServedModel
@@ -158,6 +158,7 @@ def faulty_server() -> Iterator[ThreadedServer]:
                 ),
             ),
             ServedModel("ok", ScriptedBackend("ok")),
+            ServedModel("busy", ScriptedBackend("busy", fail_with=Overloaded("queue full", 2.4))),
         ]
     )
     config = GatewayConfig(
@@ -226,3 +227,12 @@ def test_body_over_the_limit_is_413(faulty_server: ThreadedServer) -> None:
         headers={"authorization": "Bearer sk-test"},
     )
     assert_envelope(r, 413, code="request_too_large")
+
+
+def test_overloaded_is_429_with_retry_after(faulty_server: ThreadedServer) -> None:
+    r = _post(faulty_server, {"model": "busy", "prompt": "x"})
+    error = assert_envelope(r, 429, code="rate_limit_exceeded")
+    assert error["type"] == "rate_limit_error" and "queue full" in error["message"]
+    assert r.headers["retry-after"] == "2"
+    r = _post(faulty_server, {"model": "busy", "prompt": "x", "stream": True})
+    assert_envelope(r, 429)  # refused before the stream starts, not inside it
