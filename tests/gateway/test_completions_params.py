@@ -76,6 +76,11 @@ def test_best_of_generates_all_candidates_and_returns_n(client: openai.OpenAI) -
         pair = best.choices[2 * prompt_index : 2 * prompt_index + 2]
         means = [sum(c.logprobs.token_logprobs) / 8 for c in pair]  # type: ignore[union-attr]
         assert means[0] >= means[1]
+    # The same candidates, seeds 99..102, each returned with its log-probs: best_of must
+    # have kept the two with the highest mean (sequences don't affect one another).
+    alone = client.completions.create(n=4, logprobs=0, **{**kw, "prompt": kw["prompt"][0]})
+    mean = {c.text: sum(c.logprobs.token_logprobs) / 8 for c in alone.choices}  # type: ignore[union-attr]
+    assert [c.text for c in best.choices[:2]] == sorted(mean, key=mean.__getitem__)[::-1][:2]
     plain = client.completions.create(best_of=3, n=1, **kw)
     assert all(c.logprobs is None for c in plain.choices)  # not asked for, not returned
     with pytest.raises(openai.BadRequestError) as err:
