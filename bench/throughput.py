@@ -1,7 +1,7 @@
 """Served throughput and latency: this gateway against llama-cpp-python, in one run.
 
     .venv/bin/python -m bench.throughput            # full: both models, about 5 min each
-    .venv/bin/python -m bench.throughput --quick    # about a minute or two
+    .venv/bin/python -m bench.throughput --quick    # about a minute (SmolLM2, N=1,4,8)
     .venv/bin/python -m bench.throughput --models bloomz --levels 1,4,8
 
 For each model and each concurrency N it runs, back to back so that they see the same
@@ -206,14 +206,21 @@ def _r(x: float | None) -> float | None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one request per client")
-    parser.add_argument("--models", default="bloomz,smollm2", help="bloomz,smollm2")
-    parser.add_argument("--levels", default="1,2,4,8", help="concurrency levels")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="about a minute: one request per client, SmolLM2 only, N=1,4,8 (unless given)",
+    )
+    parser.add_argument("--models", default=None, help="bloomz,smollm2 (the default)")
+    parser.add_argument("--levels", default=None, help="concurrency levels (default 1,2,4,8)")
     parser.add_argument("--repeat", type=int, default=None, help="runs per N (best kept)")
     parser.add_argument("--threads", type=int, default=2, help="threads for every contender")
     parser.add_argument("--out", default=None, help="results name (default: a timestamp)")
     opts = parser.parse_args(argv)
-    opts.levels = [int(x) for x in opts.levels.split(",")]
+    opts.models = opts.models or ("smollm2" if opts.quick else "bloomz,smollm2")
+    opts.levels = [
+        int(x) for x in (opts.levels or ("1,4,8" if opts.quick else "1,2,4,8")).split(",")
+    ]
     opts.repeat = opts.repeat or (1 if opts.quick else 2)
     started = datetime.datetime.now().isoformat(timespec="seconds")
     RESULTS.mkdir(exist_ok=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from backends.errors import ConfigError
+from backends.options import integer, string
 
 Device = Literal["auto", "cpu", "cuda", "metal"]
 SOURCE_KEYS = ("model_path", "hf_repo", "package")
@@ -70,9 +71,9 @@ def parse_options(options: Mapping[str, Any], base_dir: Path) -> LlamaCppOptions
     values: dict[str, Any] = {}
     for key in ("hf_repo", "hf_file", "hf_revision", "package", "package_file"):
         if key in options:
-            values[key] = _string(options, key)
+            values[key] = string(options, key)
     if "model_path" in options:
-        path = Path(os.path.expanduser(_string(options, "model_path")))
+        path = Path(os.path.expanduser(string(options, "model_path")))
         values["model_path"] = path if path.is_absolute() else (base_dir / path).resolve()
     if "hf_repo" in values and "hf_file" not in values:
         raise ConfigError("hf_repo needs hf_file: the GGUF file name in the repository", "hf_file")
@@ -85,13 +86,13 @@ def parse_options(options: Mapping[str, Any], base_dir: Path) -> LlamaCppOptions
         ("n_gpu_layers", -1),
     ):
         if key in options:
-            values[key] = _integer(options, key, low)
+            values[key] = integer(options, key, low)
     if "chat_template" in options and "chat_template_file" in options:
         raise ConfigError("set chat_template or chat_template_file, not both", "chat_template")
     if "chat_template" in options:
-        values["chat_template"] = _string(options, "chat_template")
+        values["chat_template"] = string(options, "chat_template")
     if "chat_template_file" in options:
-        path = Path(os.path.expanduser(_string(options, "chat_template_file")))
+        path = Path(os.path.expanduser(string(options, "chat_template_file")))
         path = path if path.is_absolute() else base_dir / path
         try:
             values["chat_template"] = path.read_text(encoding="utf-8")
@@ -103,17 +104,3 @@ def parse_options(options: Mapping[str, Any], base_dir: Path) -> LlamaCppOptions
             raise ConfigError("device must be one of auto, cpu, cuda, metal", "device")
         values["device"] = device
     return LlamaCppOptions(**values)
-
-
-def _string(options: Mapping[str, Any], key: str) -> str:
-    value = options[key]
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key} must be a non-empty string", key)
-    return value
-
-
-def _integer(options: Mapping[str, Any], key: str, low: int) -> int:
-    value = options[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{key} must be an integer >= {low}", key)
-    return value

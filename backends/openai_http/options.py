@@ -1,8 +1,8 @@
 """The `[models.options]` of an `openai_http` model, validated with errors that name the key.
 
-    [models.options]
-    upstreams = ["http://10.0.0.5:8000", {url = "http://10.0.0.6:8000", api_key = "sk-..."}]
-    model = "meta-llama/Llama-3.1-8B-Instruct"   # the upstream's name for it
+[models.options]
+upstreams = ["http://10.0.0.5:8000", {url = "http://10.0.0.6:8000", api_key = "sk-..."}]
+model = "meta-llama/Llama-3.1-8B-Instruct"   # the upstream's name for it
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from backends.errors import ConfigError
+from backends.options import integer, seconds, string
 
 KNOWN_KEYS = {
     "upstreams",
@@ -81,7 +82,7 @@ def parse_options(options: Mapping[str, Any]) -> OpenAIHTTPOptions:
     upstreams = _upstreams(options, default_key)
     values: dict[str, Any] = {"upstreams": upstreams}
     if "model" in options:
-        values["model"] = _string(options, "model")
+        values["model"] = string(options, "model")
     if "headers" in options:
         headers = options["headers"]
         if not isinstance(headers, dict) or not all(
@@ -91,14 +92,18 @@ def parse_options(options: Mapping[str, Any]) -> OpenAIHTTPOptions:
         values["headers"] = dict(headers)
     for key in ("connect_timeout", "chunk_timeout", "total_timeout", "probe_timeout"):
         if key in options:
-            values[key] = _number(options, key, positive=True)
+            values[key] = seconds(options, key, positive=True)
     for key in ("cooldown", "probe_interval"):
         if key in options:
-            values[key] = _number(options, key, positive=False)
-    for key, low in (("max_retries", 0), ("fail_threshold", 1), ("max_connections", 1),
-                     ("max_context", 1)):
+            values[key] = seconds(options, key, positive=False)
+    for key, low in (
+        ("max_retries", 0),
+        ("fail_threshold", 1),
+        ("max_connections", 1),
+        ("max_context", 1),
+    ):
         if key in options:
-            values[key] = _integer(options, key, low)
+            values[key] = integer(options, key, low)
     for key in ("token_prompts", "stream_usage"):
         if key in options:
             if not isinstance(options[key], bool):
@@ -111,9 +116,9 @@ def _default_key(options: Mapping[str, Any]) -> str | None:
     if "api_key" in options and "api_key_env" in options:
         raise ConfigError("set api_key or api_key_env, not both", "api_key")
     if "api_key" in options:
-        return _string(options, "api_key")
+        return string(options, "api_key")
     if "api_key_env" in options:
-        name = _string(options, "api_key_env")
+        name = string(options, "api_key_env")
         value = os.environ.get(name)
         if not value:
             raise ConfigError(f"environment variable {name} is not set", "api_key_env")
@@ -159,26 +164,3 @@ def _base_url(url: str, where: str) -> str:
         path += "/v1"
     netloc = parts.netloc
     return f"{parts.scheme}://{netloc}{path}"
-
-
-def _string(options: Mapping[str, Any], key: str) -> str:
-    value = options[key]
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key} must be a non-empty string", key)
-    return value
-
-
-def _number(options: Mapping[str, Any], key: str, positive: bool) -> float:
-    value = options[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{key} must be a number of seconds", key)
-    if value < 0 or (positive and value == 0):
-        raise ConfigError(f"{key} must be {'> 0' if positive else '>= 0'}", key)
-    return float(value)
-
-
-def _integer(options: Mapping[str, Any], key: str, low: int) -> int:
-    value = options[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{key} must be an integer >= {low}", key)
-    return value

@@ -139,7 +139,7 @@ def test_stream_deltas_as_openai_sends_them(chat_client: openai.OpenAI) -> None:
 
 def test_chat_parameters(chat_client: openai.OpenAI) -> None:
     messages = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
-    out = chat_client.chat.completions.create(
+    sampled = dict(
         model="smollm2",
         messages=messages,
         n=2,
@@ -149,20 +149,10 @@ def test_chat_parameters(chat_client: openai.OpenAI) -> None:
         presence_penalty=0.5,
         frequency_penalty=0.5,
         top_p=0.9,
-        user="u1",
     )
+    out = chat_client.chat.completions.create(user="u1", **sampled)
     assert [c.index for c in out.choices] == [0, 1]
-    again = chat_client.chat.completions.create(
-        model="smollm2",
-        messages=messages,
-        n=2,
-        temperature=0.8,
-        seed=3,
-        max_tokens=12,
-        presence_penalty=0.5,
-        frequency_penalty=0.5,
-        top_p=0.9,
-    )
+    again = chat_client.chat.completions.create(**sampled)
     assert out.choices[0].message.content == again.choices[0].message.content
     greedy = chat_client.chat.completions.create(
         model="smollm2", messages=messages, temperature=0, max_tokens=30
