@@ -63,3 +63,25 @@ def test_model_load_is_logged(gateway: GatewayProcess) -> None:
         assert line["size_mib"] > 0
         assert line["load_seconds"] >= 0
         assert line["kv_cache_mib"] > 0
+
+
+def test_console_format_is_readable(tmp_path, tiny_bloom_path) -> None:  # type: ignore[no-untyped-def]
+    """What a person sees on a terminal: key=value lines, not JSON."""
+    from tests.support.server import model_config
+
+    config = tmp_path / "console.toml"
+    config.write_text(model_config("m", {"model_path": str(tiny_bloom_path), "n_ctx": 128}))
+    gateway = GatewayProcess(config, tmp_path / "log", env={"GATEWAY_LOG_FORMAT": "console"})
+    with gateway:
+        r = httpx.post(
+            f"{gateway.base_url}/v1/completions",
+            json={"model": "m", "prompt": "hi", "max_tokens": 2},
+        )
+        assert r.status_code == 200
+        time.sleep(0.2)
+    lines = [line for line in gateway.logs().splitlines() if "path=/v1/completions" in line]
+    assert lines and not lines[0].lstrip().startswith("{")
+    assert "status=200" in lines[0] and f"request_id={r.headers['x-request-id']}" in lines[0]
+    assert any(
+        "model loaded" in line and "size_mib=" in line for line in gateway.logs().splitlines()
+    )
