@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import httpx
 
 from tests.conftest import SMOL_ID
-from tests.support.server import GatewayProcess
+from tests.support.server import GatewayProcess, model_config
 
 
 def log_lines(gateway: GatewayProcess) -> list[dict]:
@@ -65,10 +66,8 @@ def test_model_load_is_logged(gateway: GatewayProcess) -> None:
         assert line["kv_cache_mib"] > 0
 
 
-def test_console_format_is_readable(tmp_path, tiny_bloom_path) -> None:  # type: ignore[no-untyped-def]
+def test_console_format_is_readable(tmp_path: Path, tiny_bloom_path: Path) -> None:
     """What a person sees on a terminal: key=value lines, not JSON."""
-    from tests.support.server import model_config
-
     config = tmp_path / "console.toml"
     config.write_text(model_config("m", {"model_path": str(tiny_bloom_path), "n_ctx": 128}))
     gateway = GatewayProcess(config, tmp_path / "log", env={"GATEWAY_LOG_FORMAT": "console"})
