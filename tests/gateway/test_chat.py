@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import llama_cpp
 import openai
 import pytest
 
@@ -279,3 +281,44 @@ def test_models_lookup(chat_client: openai.OpenAI) -> None:
     assert chat_client.models.retrieve("tiny-fim").id == "tiny-fim"
     with pytest.raises(openai.NotFoundError):
         chat_client.models.retrieve("nope")
+
+
+def test_chat_logit_bias(chat_client: openai.OpenAI, smollm2_path: Path) -> None:
+    vocab = llama_cpp.Llama(str(smollm2_path), vocab_only=True, verbose=False)
+    (nine,) = vocab.tokenize(b"9", add_bos=False, special=False)
+    out = chat_client.chat.completions.create(
+        model="smollm2",
+        temperature=0,
+        max_tokens=4,
+        logit_bias={str(nine): 100},
+        messages=[{"role": "user", "content": "Say hello."}],
+    )
+    assert out.choices[0].message.content == "9999"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("temperature", 3),
+        ("top_p", "x"),
+        ("n", 0),
+        ("max_tokens", -1),
+        ("max_completion_tokens", 1.5),
+        ("stop", [1]),
+        ("logit_bias", {"a": 1}),
+        ("presence_penalty", 9),
+        ("seed", "s"),
+        ("logprobs", "yes"),
+        ("top_logprobs", 21),
+        ("stream_options", {"include_usage": True}),
+        ("user", 3),
+    ],
+)
+def test_chat_parameters_are_validated(
+    chat_gateway: GatewayProcess, field: str, value: object
+) -> None:
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": "x"}], field: value}
+    if field == "top_logprobs":
+        body["logprobs"] = True
+    r = httpx.post(f"{chat_gateway.base_url}/v1/chat/completions", json=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text

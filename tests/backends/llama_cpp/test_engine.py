@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from pathlib import Path
 
 import pytest
@@ -109,9 +111,43 @@ def test_context_and_token_checks(tiny_bloom_path: Path) -> None:
                 await run(backend, (1, 2, 10**7), max_tokens=2)
             _, finished = await run(backend, (5, 6, 7), max_tokens=3)
             assert finished.usage.prompt_tokens == 3
-            _, finished = await run(backend, "hi", max_tokens=None, temperature=0,
-                                    logit_bias={2: -100})
+            _, finished = await run(
+                backend, "hi", max_tokens=None, temperature=0, logit_bias={2: -100}
+            )
             assert finished.finish_reason == "length"
             assert finished.usage.prompt_tokens + finished.usage.completion_tokens == 64
+
+    asyncio.run(main())
+
+
+def test_long_prompt_is_prefilled_in_chunks_without_stalling_streams(smollm2_path: Path) -> None:
+    """While a long prompt is prefilled, a running stream keeps getting a token every
+    step: its longest pause is a small part of the long prompt's whole prefill time."""
+
+    async def main() -> None:
+        async with backend_for(smollm2_path, parallel=2, n_ctx=2048, n_batch=32) as backend:
+            params = SamplingParams(max_tokens=300, temperature=0, logit_bias={0: -100, 2: -100})
+            stamps: list[float] = []
+
+            async def running() -> None:
+                async for event in backend.generate(GenerationRequest("1, 2, 3,", params)):
+                    if isinstance(event, TextDelta):
+                        stamps.append(time.perf_counter())
+
+            stream = asyncio.create_task(running())
+            while len(stamps) < 5:
+                await asyncio.sleep(0.01)
+            started = time.perf_counter()
+            long_prompt = "def function(x):\n    return x + 1\n" * 60  # ~800 tokens
+            gen = backend.generate(GenerationRequest(long_prompt, SamplingParams(max_tokens=1)))
+            await anext(gen)  # the long prompt's first token: its prefill is done
+            prefill_s = time.perf_counter() - started
+            await gen.aclose()
+            await stream
+            during = [
+                b - a for a, b in itertools.pairwise(stamps) if started <= b <= started + prefill_s
+            ]
+            assert len(during) >= 10  # the stream kept flowing through the prefill
+            assert max(during) < prefill_s / 4
 
     asyncio.run(main())
