@@ -1,11 +1,11 @@
-"""Validate response bodies against OpenAI's official schemas
-(`shared/openai-spec/openapi-subset.json`, beside the repository)."""
+"""Validate response bodies against OpenAI's official schemas: the subset of
+github.com/openai/openai-openapi (MIT licence) vendored in `openai_spec/` beside this
+module, so the tests need nothing outside the repository."""
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +13,12 @@ import jsonschema
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-ROOT = Path(__file__).resolve().parents[2]
-SPEC_CANDIDATES = [
-    ROOT.parent / "shared" / "openai-spec" / "openapi-subset.json",  # shared/ beside the clone
-    ROOT / "shared" / "openai-spec" / "openapi-subset.json",
-]
+SPEC_PATH = Path(__file__).resolve().parent / "openai_spec" / "openapi-subset.json"
 
 
 @functools.cache
 def spec() -> dict[str, Any]:
-    override = os.environ.get("OPENAI_SPEC_PATH")
-    for path in [Path(override)] if override else SPEC_CANDIDATES:
-        if path.exists():
-            return json.loads(path.read_text())
-    raise FileNotFoundError("openapi-subset.json not found beside the repository")
+    return json.loads(SPEC_PATH.read_text(encoding="utf-8"))
 
 
 def _nullable_to_jsonschema(node: Any) -> Any:
