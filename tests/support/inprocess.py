@@ -74,8 +74,9 @@ class ThreadedServer:
 class Script:
     """What one generation does: yield `tokens` (each with log-prob `logprob[i]`,
     default -1.0), then finish with `finish_reason`. `fail_with` is raised once
-    `fail_after` tokens were sent (0: before the first event); `block_after` tokens in,
-    the generation waits until it is closed (an endless one)."""
+    `fail_after` tokens were sent (0: before the first event); `block_after` tokens in
+    (at most all of them: then before finishing), the generation waits until it is
+    closed, as an endless one would."""
 
     tokens: tuple[str, ...] = ("hello", " world")
     finish_reason: FinishReason = "length"
@@ -191,6 +192,8 @@ class ScriptedBackend(Backend):
                 yield TextDelta(token, (i,), _logprobs(request, token, script.logprob_of(i)))
             if script.fail_with is not None and script.fail_after >= len(script.tokens):
                 raise script.fail_with
+            if script.block_after is not None and script.block_after >= len(script.tokens):
+                await asyncio.Event().wait()
             done = True
             usage = Usage(script.prompt_tokens, len(script.tokens))
             yield Finished(script.finish_reason, usage)
@@ -229,7 +232,7 @@ def scripted_app(
     return create_app(config, models)
 
 
-class _WithLifespanState:
+class WithLifespanState:
     """Hands each request the lifespan's state, as an ASGI server does."""
 
     def __init__(self, app: ASGIApp, state: dict[str, Any]) -> None:
@@ -271,6 +274,6 @@ async def asgi_client(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client that calls `app` in process. Note: ASGITransport hands back a
     response only once the app has sent all of it (streams arrive whole)."""
     async with lifespan(app) as state:
-        transport = httpx.ASGITransport(app=_WithLifespanState(app, state))
+        transport = httpx.ASGITransport(app=WithLifespanState(app, state))
         async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
             yield client
