@@ -37,69 +37,9 @@ def assert_envelope(
     return error
 
 
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("temperature", "hot"),
-        ("temperature", 2.5),
-        ("temperature", -1),
-        ("top_p", 1.5),
-        ("top_p", "x"),
-        ("max_tokens", -1),
-        ("max_tokens", 1.5),
-        ("max_tokens", "ten"),
-        ("n", 0),
-        ("n", 129),
-        ("n", True),
-        ("stop", ["a", "b", "c", "d", "e"]),
-        ("stop", 7),
-        ("stop", [1]),
-        ("seed", "abc"),
-        ("seed", 1.5),
-        ("stream", "yes"),
-        ("presence_penalty", 3),
-        ("frequency_penalty", -2.5),
-        ("logit_bias", {"abc": 1}),
-        ("logit_bias", {"5": 101}),
-        ("logit_bias", [1]),
-        ("logprobs", 6),
-        ("best_of", 0),
-        ("user", 5),
-        ("stream_options", {"include_usage": True}),  # without stream
-        ("prompt", 5),
-        ("prompt", []),
-        ("prompt", [[]]),
-        ("prompt", [1, "a"]),
-        ("model", 5),
-    ],
-)
-def test_bad_parameter_is_400_naming_it(gateway: GatewayProcess, field: str, value: object) -> None:
-    body = {"model": SMOL_ID, "prompt": "hi", "max_tokens": 1, field: value}
-    response = httpx.post(f"{gateway.base_url}/v1/completions", json=body)
-    error = assert_envelope(response, 400, param=field)
-    assert error["type"] == "invalid_request_error"
-
-
-def test_missing_required_fields(gateway: GatewayProcess) -> None:
-    r = httpx.post(f"{gateway.base_url}/v1/completions", json={"prompt": "x"})
-    assert_envelope(r, 400, param="model")
-    r = httpx.post(f"{gateway.base_url}/v1/completions", json={"model": SMOL_ID})
-    assert_envelope(r, 400, param="prompt")
-
-
 def test_unknown_fields_are_ignored(gateway: GatewayProcess) -> None:
     body = {"model": SMOL_ID, "prompt": "hi", "max_tokens": 1, "some_future_field": {"x": 1}}
     assert httpx.post(f"{gateway.base_url}/v1/completions", json=body).status_code == 200
-
-
-@pytest.mark.parametrize("raw", [b"{bad json", b"[1, 2]", b"", b"\xff\xfe"])
-def test_malformed_json_is_400(gateway: GatewayProcess, raw: bytes) -> None:
-    r = httpx.post(
-        f"{gateway.base_url}/v1/completions",
-        content=raw,
-        headers={"content-type": "application/json"},
-    )
-    assert_envelope(r, 400)
 
 
 def test_unknown_model_is_404(client: openai.OpenAI, gateway: GatewayProcess) -> None:
@@ -127,18 +67,6 @@ def test_prompt_longer_than_context_is_400(client: openai.OpenAI, gateway: Gatew
         json={"model": SMOL_ID, "prompt": "hello " * 200, "max_tokens": 400},
     )
     assert_envelope(r, 400, code="context_length_exceeded")
-
-
-def test_unknown_route_and_method(gateway: GatewayProcess) -> None:
-    assert_envelope(httpx.get(f"{gateway.base_url}/v1/nothing"), 404)
-    assert_envelope(httpx.get(f"{gateway.base_url}/v1/completions"), 405)
-
-
-def test_request_id_is_echoed_or_made(gateway: GatewayProcess) -> None:
-    r = httpx.get(f"{gateway.base_url}/v1/models", headers={"x-request-id": "abc-123"})
-    assert r.headers["x-request-id"] == "abc-123"
-    r = httpx.get(f"{gateway.base_url}/v1/models")
-    assert r.headers["x-request-id"].startswith("req_")
 
 
 # -- failures inside the gateway, with a backend that fails on purpose -----------------
