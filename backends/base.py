@@ -123,6 +123,12 @@ class Capabilities:
     suffix: bool = False  # fill-in-the-middle
     chat_template: bool = False
     max_context: int | None = None
+    n_vocab: int | None = None  # token ids (logit_bias keys, prompts) are below this
+    # Request features beyond plain text generation that the backend honours, named as
+    # the gateway's wire layer names them (`gateway.openai.fields`): "response_format",
+    # "tools", "functions", "image_input", ... A request that asks for one not listed
+    # here is refused with a 400 naming the field, never silently served without it.
+    features: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         loader = asyncio.create_task(registry.load_all(on_fatal))
         try:
-            yield {"registry": registry}
+            yield {"registry": registry, "limits": config.limits}
         finally:
             loader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

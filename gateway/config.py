@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from gateway.limits import LimitsSettings, parse_limits
+
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
@@ -46,6 +48,7 @@ class GatewayConfig:
     server: ServerSettings
     models: tuple[ModelConfig, ...]
     path: Path | None = None
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
 
     @property
     def base_dir(self) -> Path:
@@ -67,9 +70,9 @@ def parse_config(raw: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> 
     def fail(key: str, problem: str) -> ConfigFileError:
         return ConfigFileError(f"{path}: {key}: {problem}")
 
-    unknown = sorted(set(raw) - {"server", "models"})
+    unknown = sorted(set(raw) - {"server", "models", "limits"})
     if unknown:
-        raise fail(unknown[0], "unknown section (expected [server] and [[models]])")
+        raise fail(unknown[0], "unknown section (expected [server], [limits] and [[models]])")
     server = _parse_server(raw.get("server", {}), fail)
     server = _apply_env(server, env, fail)
     models_raw = raw.get("models")
@@ -95,7 +98,8 @@ def parse_config(raw: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> 
         if not isinstance(options, dict):
             raise fail(f"{key}.options", "must be a table")
         models.append(ModelConfig(model_id, backend, options))
-    return GatewayConfig(server, tuple(models), path)
+    limits = parse_limits(raw.get("limits", {}), fail)
+    return GatewayConfig(server, tuple(models), path, limits)
 
 
 def _parse_server(raw: Any, fail: Any) -> ServerSettings:

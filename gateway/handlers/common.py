@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.errors import APIError, to_api_error
 from gateway.generation import ClientDisconnected
+from gateway.limits import LimitsSettings
 from gateway.middleware import access_record
 from gateway.registry import ModelRegistry
 
@@ -20,6 +21,11 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 def registry(request: Request) -> ModelRegistry:
     return request.state.registry
+
+
+def request_limits(request: Request) -> LimitsSettings:
+    """The `[limits]` of the configuration (handed to requests by the lifespan)."""
+    return request.state.limits
 
 
 def error_response(error: APIError) -> JSONResponse:

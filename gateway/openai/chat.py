@@ -19,8 +19,21 @@ from backends.base import (
 )
 from gateway.errors import invalid
 from gateway.generation import ChoiceOutcome
+from gateway.limits import LimitsSettings
 from gateway.openai import params as p
-from gateway.openai.common import for_candidate, new_id, sampling_from, usage_json
+from gateway.openai.common import (
+    check_vocabulary,
+    for_candidate,
+    new_id,
+    sampling_from,
+    usage_json,
+)
+from gateway.openai.fields import (
+    PART_FEATURES,
+    Wanted,
+    chat_features,
+    refuse_unsupported,
+)
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
@@ -36,12 +49,15 @@ class ChatCall:
     logprobs: bool
     top_logprobs: int
     user: str | None
+    wanted: tuple[Wanted, ...] = ()
 
     @property
     def per_prompt(self) -> int:
         return self.n
 
     def check(self, caps: Capabilities) -> None:
+        refuse_unsupported(self.wanted, caps, self.model)
+        check_vocabulary(self.sampling, caps, self.model)
         if self.stream and not caps.streaming:
             raise invalid(f"Model '{self.model}' does not support streaming.", "stream")
         if self.logprobs and not caps.logprobs:
@@ -72,7 +88,7 @@ class ChatCall:
         return outcomes
 
 
-def _content(value: Any, where: str) -> str:
+def _content(value: Any, where: str, wanted: list[Wanted]) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
@@ -80,7 +96,12 @@ def _content(value: Any, where: str) -> str:
     if isinstance(value, list):
         texts = []
         for k, part in enumerate(value):
-            if not isinstance(part, dict) or part.get("type") != "text":
+            kind = part.get("type") if isinstance(part, dict) else None
+            if isinstance(kind, str) and kind in PART_FEATURES:
+                feature, what = PART_FEATURES[kind]
+                wanted.append(Wanted(feature, where, f"{what} (a '{kind}' part)"))
+                continue
+            if kind != "text":
                 raise invalid(
                     f"Invalid content part in '{where}[{k}]': only text parts "
                     '({"type": "text", "text": ...}) are supported by this gateway.',
@@ -94,15 +115,52 @@ def _content(value: Any, where: str) -> str:
     raise invalid(f"Invalid type for '{where}': expected a string or an array of parts.", where)
 
 
-def parse_messages(value: Any) -> tuple[ChatMessage, ...]:
+# Fields of an assistant message that carry more than text, and the feature each needs.
+_ASSISTANT_FEATURES = {
+    "tool_calls": ("tools", "tool calling"),
+    "function_call": ("functions", "function calling"),
+    "audio": ("audio", "audio output"),
+}
+
+
+def parse_messages(
+    value: Any, limits: LimitsSettings | None = None, wanted: list[Wanted] | None = None
+) -> tuple[ChatMessage, ...]:
+    """The messages, within `limits` (how many, and their characters all together),
+    counted before any template renders them. Parts and fields that need a backend
+    feature (images, tool calls, ...) are added to `wanted`."""
+    limits = limits or LimitsSettings()
+    wanted = [] if wanted is None else wanted
     if not isinstance(value, list) or not value:
         raise invalid("Invalid 'messages': expected a non-empty array of messages.", "messages")
+    if len(value) > limits.max_messages:
+        raise p.limit_exceeded(
+            "messages",
+            "the number of messages is",
+            len(value),
+            limits.max_messages,
+            "max_messages",
+        )
     messages = []
+    chars = 0
     for i, raw in enumerate(value):
         where = f"messages[{i}]"
         if not isinstance(raw, dict):
             raise invalid(f"Invalid type for '{where}': expected an object.", where)
         role = raw.get("role")
+        if role == "function":
+            wanted.append(Wanted("functions", f"{where}.role", "function calling"))
+            continue
+        if role == "assistant":
+            for key, (feature, what) in _ASSISTANT_FEATURES.items():
+                if raw.get(key):
+                    wanted.append(Wanted(feature, f"{where}.{key}", what))
+            if raw.get("refusal") is not None:
+                raise invalid(
+                    f"Invalid '{where}.refusal': assistant refusals cannot be given to "
+                    "this gateway's chat templates; send the text as 'content'.",
+                    f"{where}.refusal",
+                )
         if role not in ROLES:
             raise invalid(
                 f"Invalid value for '{where}.role': expected one of {', '.join(ROLES)}.",
@@ -113,17 +171,28 @@ def parse_messages(value: Any) -> tuple[ChatMessage, ...]:
         name = raw.get("name")
         if name is not None and not isinstance(name, str):
             raise invalid(f"Invalid type for '{where}.name': expected a string.", f"{where}.name")
-        content = _content(raw.get("content"), f"{where}.content")
+        content = _content(raw.get("content"), f"{where}.content", wanted)
+        chars += len(content) + len(name or "")
+        if chars > limits.max_chat_chars:
+            raise p.limit_exceeded(
+                "messages",
+                f"the text of the messages (up to {where}) has this many characters:",
+                chars,
+                limits.max_chat_chars,
+                "max_chat_chars",
+            )
         messages.append(ChatMessage(role, content, name))
     return tuple(messages)
 
 
-def parse_chat_request(body: p.Body) -> ChatCall:
+def parse_chat_request(body: p.Body, limits: LimitsSettings | None = None) -> ChatCall:
+    limits = limits or LimitsSettings()
     model = p.get_str(body, "model", required=True)
     assert model is not None
     if "messages" not in body:
         raise invalid("Missing required parameter: 'messages'.", "messages")
-    messages = parse_messages(body["messages"])
+    wanted = chat_features(dict(body))
+    messages = parse_messages(body["messages"], limits, wanted)
     stream = p.get_bool(body, "stream")
     n = p.get_int(body, "n", 1, low=1, high=128)
     assert n is not None
@@ -135,7 +204,7 @@ def parse_chat_request(body: p.Body) -> ChatCall:
         model=model,
         messages=messages,
         sampling=sampling_from(
-            body, "max_completion_tokens", "max_tokens", default_max_tokens=None
+            body, "max_completion_tokens", "max_tokens", default_max_tokens=None, limits=limits
         ),
         n=n,
         stream=stream,
@@ -143,6 +212,7 @@ def parse_chat_request(body: p.Body) -> ChatCall:
         logprobs=logprobs,
         top_logprobs=top or 0,
         user=p.get_str(body, "user"),
+        wanted=tuple(wanted),
     )
 
 
@@ -177,7 +247,10 @@ class ChatEncoder:
     def _logprobs(self, entries: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> Any:
         if not self.call.logprobs:
             return None
-        return {"content": [chat_logprob(e) for e in entries], "refusal": None}
+        # OpenAI's chat log-probs list the message's tokens only, not the end token
+        # that closed it (the legacy completions shape lists it).
+        content = [chat_logprob(e) for e in entries if not e.is_end]
+        return {"content": content, "refusal": None}
 
     def response(self, outcomes: list[ChoiceOutcome], usage: Usage) -> dict[str, Any]:
         choices = [

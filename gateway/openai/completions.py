@@ -18,8 +18,16 @@ from backends.base import (
 )
 from gateway.errors import invalid
 from gateway.generation import ChoiceOutcome
+from gateway.limits import LimitsSettings
 from gateway.openai import params as p
-from gateway.openai.common import for_candidate, new_id, sampling_from, usage_json
+from gateway.openai.common import (
+    check_vocabulary,
+    for_candidate,
+    new_id,
+    sampling_from,
+    usage_json,
+)
+from gateway.openai.fields import Wanted, completion_features, refuse_unsupported
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +43,7 @@ class CompletionCall:
     logprobs: int | None
     suffix: str | None
     user: str | None
+    wanted: tuple[Wanted, ...] = ()
 
     @property
     def per_prompt(self) -> int:
@@ -43,6 +52,17 @@ class CompletionCall:
 
     def check(self, caps: Capabilities) -> None:
         model = self.model
+        refuse_unsupported(self.wanted, caps, model)
+        check_vocabulary(self.sampling, caps, model)
+        if caps.n_vocab is not None:
+            for prompt in self.prompts:
+                bad = max(prompt, default=0) if not isinstance(prompt, str) else 0
+                if bad >= caps.n_vocab:
+                    raise invalid(
+                        f"Invalid 'prompt': token id {bad} is outside the vocabulary of "
+                        f"model '{model}' (0..{caps.n_vocab - 1}).",
+                        "prompt",
+                    )
         if self.stream and not caps.streaming:
             raise invalid(f"Model '{model}' does not support streaming.", "stream")
         if any(not isinstance(x, str) for x in self.prompts) and not caps.token_prompts:
@@ -95,29 +115,61 @@ class CompletionCall:
         return chosen
 
 
-def parse_prompt(value: Any) -> tuple[str | tuple[int, ...], ...]:
+def _is_token(x: Any) -> bool:
+    return p.is_int(x) and 0 <= x <= p.INT32_MAX
+
+
+def parse_prompt(
+    value: Any, limits: LimitsSettings | None = None
+) -> tuple[str | tuple[int, ...], ...]:
+    """The prompts of a request, within `limits` (counted before anything is tokenised:
+    how many prompts, and their characters all together)."""
+    limits = limits or LimitsSettings()
+    if isinstance(value, list) and len(value) > limits.max_prompts and not _is_token(value[0]):
+        raise p.limit_exceeded(
+            "prompt", "the number of prompts is", len(value), limits.max_prompts, "max_prompts"
+        )
+    prompts: tuple[str | tuple[int, ...], ...] | None = None
     if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and value:
+        prompts = (value,)
+    elif isinstance(value, list) and value:
         if all(isinstance(x, str) for x in value):
-            return tuple(value)
-        if all(p.is_int(x) for x in value):
-            return (tuple(value),)
-        if all(isinstance(x, list) and x and all(p.is_int(t) for t in x) for x in value):
-            return tuple(tuple(x) for x in value)
-    raise invalid(
-        "Invalid 'prompt': expected a string, an array of strings, an array of token ids, "
-        "or an array of arrays of token ids (none of them empty).",
-        "prompt",
-    )
+            prompts = tuple(value)
+        elif all(_is_token(x) for x in value):
+            prompts = (tuple(value),)
+        elif all(isinstance(x, list) and x and all(_is_token(t) for t in x) for x in value):
+            prompts = tuple(tuple(x) for x in value)
+    if prompts is None:
+        raise invalid(
+            "Invalid 'prompt': expected a string, an array of strings, an array of token "
+            f"ids (0..{p.INT32_MAX}), or an array of arrays of token ids (none of them "
+            "empty).",
+            "prompt",
+        )
+    return prompts
 
 
-def parse_completion_request(body: p.Body) -> CompletionCall:
+def _check_prompt_chars(
+    prompts: tuple[str | tuple[int, ...], ...], suffix: str | None, limits: LimitsSettings
+) -> None:
+    chars = sum(len(x) for x in prompts if isinstance(x, str)) + len(suffix or "")
+    if chars > limits.max_prompt_chars:
+        raise p.limit_exceeded(
+            "prompt",
+            "the prompt text (all prompts and the suffix) has this many characters:",
+            chars,
+            limits.max_prompt_chars,
+            "max_prompt_chars",
+        )
+
+
+def parse_completion_request(body: p.Body, limits: LimitsSettings | None = None) -> CompletionCall:
+    limits = limits or LimitsSettings()
     model = p.get_str(body, "model", required=True)
     assert model is not None
     if body.get("prompt") is None:
         raise invalid("Missing required parameter: 'prompt'.", "prompt")
-    prompts = parse_prompt(body["prompt"])
+    prompts = parse_prompt(body["prompt"], limits)
     stream = p.get_bool(body, "stream")
     n = p.get_int(body, "n", 1, low=1, high=128)
     assert n is not None
@@ -127,10 +179,11 @@ def parse_completion_request(body: p.Body) -> CompletionCall:
     if best_of is not None and best_of > n and stream:
         raise invalid("Cannot stream results with best_of greater than n.", "best_of")
     suffix = p.get_str(body, "suffix")
+    _check_prompt_chars(prompts, suffix, limits)
     return CompletionCall(
         model=model,
         prompts=prompts,
-        sampling=sampling_from(body, "max_tokens", default_max_tokens=16),
+        sampling=sampling_from(body, "max_tokens", default_max_tokens=16, limits=limits),
         n=n,
         best_of=best_of or n,
         stream=stream,
@@ -139,6 +192,7 @@ def parse_completion_request(body: p.Body) -> CompletionCall:
         logprobs=p.get_int(body, "logprobs", None, low=0, high=5),
         suffix=suffix if suffix else None,
         user=p.get_str(body, "user"),
+        wanted=tuple(completion_features(dict(body))),
     )
 
 
