@@ -3,7 +3,6 @@ server, another gateway) behind one model id, with replicas, health and retries.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, Self
@@ -16,11 +15,12 @@ from backends.errors import BackendError, UpstreamError
 from backends.openai_http import errors
 from backends.openai_http.health import HealthProber
 from backends.openai_http.options import OpenAIHTTPOptions, parse_options
-from backends.openai_http.relay import relay
+from backends.openai_http.relay import Exchange, Limits, read_body, relay
 from backends.openai_http.replicas import Replica, ReplicaPool
 from backends.openai_http.wire import build_body
 
 log = structlog.get_logger("backends.openai_http")
+ERROR_BODY_BYTES = 64 * 1024  # of an upstream's error answer: the message is in there
 
 
 class OpenAIHTTPBackend(Backend):
@@ -33,6 +33,8 @@ class OpenAIHTTPBackend(Backend):
         self.pool = ReplicaPool(opts.upstreams, opts.fail_threshold, opts.cooldown)
         self._client: httpx.AsyncClient | None = None
         self._prober: HealthProber | None = None
+        self.limits = Limits(opts.total_timeout, opts.chunk_timeout,
+                             opts.max_response_bytes, opts.max_event_bytes)
 
     @classmethod
     def from_config(cls, model_id: str, options: Mapping[str, Any], base_dir: Path) -> Self:
@@ -116,7 +118,7 @@ class OpenAIHTTPBackend(Backend):
         opts = self.opts
         body = build_body(request, self.upstream_model, True, opts.stream_usage)
         path = "/chat/completions" if request.is_chat else "/completions"
-        deadline = asyncio.get_running_loop().time() + opts.total_timeout
+        exchange = Exchange(self.limits)
         tried: set[Replica] = set()
         last_error: UpstreamError | None = None
         for _ in range(opts.max_retries + 1):
@@ -128,10 +130,10 @@ class OpenAIHTTPBackend(Backend):
             replica.requests += 1
             started = False
             try:
-                response = await self._open(client, replica, path, body, request.request_id)
+                response = await self._open(client, replica, path, body, request.request_id,
+                                            exchange)
                 try:
-                    async for event in relay(response, request.is_chat, deadline,
-                                             opts.total_timeout, opts.chunk_timeout):
+                    async for event in relay(response, request.is_chat, exchange):
                         started = True
                         yield event
                 finally:
@@ -153,7 +155,8 @@ class OpenAIHTTPBackend(Backend):
             raise last_error
         raise UpstreamError(
             f"No healthy upstream server for model '{self.model_id}'; retry shortly.",
-            503, "server_error", "no_healthy_upstream", retry_after=max(1.0, opts.cooldown),
+            503, "server_error", "no_healthy_upstream",
+            retry_after=min(errors.RETRY_AFTER_RANGE[1], max(1.0, opts.cooldown)),
         )
 
     async def _open(
@@ -163,25 +166,27 @@ class OpenAIHTTPBackend(Backend):
         path: str,
         body: dict[str, Any],
         request_id: str,
+        exchange: Exchange,
     ) -> httpx.Response:
-        """Send the request and read the status line; a non-2xx is read and mapped."""
+        """Send the request and read the status line and headers (within the exchange's
+        bounds, however slowly they trickle in); a non-2xx is read (a prefix) and mapped."""
         headers = replica.headers
         if request_id:
             # not `x-request-id`: llama-cpp-python's server rejects any that is not a UUID
             headers = {**headers, "x-gateway-request-id": request_id}
+        request = client.build_request("POST", replica.url + path, json=body, headers=headers)
         try:
-            response = await client.send(
-                client.build_request("POST", replica.url + path, json=body, headers=headers),
-                stream=True,
-            )
+            response = await exchange.wait(client.send(request, stream=True))
         except httpx.TransportError as exc:
             raise errors.from_transport(exc, self.opts.chunk_timeout) from None
         if response.status_code < 400:
             return response
         try:
-            content = await response.aread()
-        except httpx.TransportError:
+            content = await read_body(response, exchange, ERROR_BODY_BYTES, cut=True)
+        except UpstreamError:  # too slow, or broken: the status says enough
             content = b""
         finally:
             await response.aclose()
-        raise errors.from_response(response.status_code, content, response.headers)
+        raise errors.from_response(
+            response.status_code, content, response.headers, replica.upstream.display
+        )

@@ -1,19 +1,27 @@
 """The one place where upstream failures become `UpstreamError`s.
 
-Upstream error bodies come in several dialects: OpenAI's envelope; llama.cpp's server
-and vLLM, whose `code` is the HTTP status as an integer; vLLM's older flat
-`{"object": "error", "message", "type", "code"}`; TGI's `{"error": "...",
-"error_type"}`; FastAPI's `{"detail": ...}`; or plain text. Each becomes an OpenAI
-envelope with a string code. An upstream 4xx keeps its status and message; a broken
-upstream is a 502, a silent one a 504.
+An upstream error body reaches the client only through the message of an OpenAI error
+object: OpenAI's envelope `{"error": {"message", "type", "param", "code"}}` (also as
+llama.cpp's server and vLLM send it, with the HTTP status as an integer `code`) or
+vLLM's older unwrapped `{"object": "error", "message", ...}`. The message is cut to
+`MAX_MESSAGE` characters; a code or param that does not look like one is dropped.
+Anything else (plain text, HTML, TGI's or FastAPI's JSON) may carry a traceback or a
+secret: the client gets a generic message and the body goes to the log only.
+An upstream 4xx keeps its status; a broken upstream is a 502, a silent one a 504.
+`Retry-After` is parsed defensively and clamped to 1..3600 seconds.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+import structlog
 
 from backends.errors import UpstreamError
 
@@ -48,22 +56,37 @@ CODE_BY_UPSTREAM_TYPE = {
     "exceed_context_size_error": "context_length_exceeded",  # llama.cpp server
 }
 RETRYABLE_STATUS = {502, 503, 504}
-MAX_MESSAGE = 2000
+MAX_MESSAGE = 1000  # characters of an upstream's message shown to the client
+MAX_LOGGED_BODY = 2000  # characters of a foreign error body written to the log
+RETRY_AFTER_RANGE = (1.0, 3600.0)
+TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # what a code (or param) looks like
+
+log = structlog.get_logger("backends.openai_http")
 
 
 class RetryableError(UpstreamError):
     """Failed before the upstream produced anything: another replica may serve it."""
 
 
-def from_response(status: int, body: bytes, headers: httpx.Headers) -> UpstreamError:
-    """Map an upstream's non-2xx answer."""
-    fields = _error_fields(body)
-    message = str(fields.get("message") or "").strip()[:MAX_MESSAGE]
-    if not message:
-        message = f"The upstream server answered HTTP {status}."
+def from_response(
+    status: int, body: bytes, headers: httpx.Headers, upstream: str | None = None
+) -> UpstreamError:
+    """Map an upstream's non-2xx answer (`body`: at most a prefix of it)."""
+    fields = openai_error(_parse(body))
+    if fields is None:
+        if body.strip():
+            log.warning("upstream error body is not an OpenAI error", status=status,
+                        upstream=upstream, body=excerpt(body))
+            message = (f"The upstream server answered {status} with a body that is not an "
+                       "OpenAI error.")
+        else:
+            message = f"The upstream server answered {status} without an error message."
+        fields = {}
+    else:
+        message = clean_message(fields.get("message"))
     upstream_type = fields.get("type") if isinstance(fields.get("type"), str) else None
     code = fields.get("code")
-    if not isinstance(code, str) or not code:
+    if not isinstance(code, str) or not TOKEN.fullmatch(code):
         code = CODE_BY_UPSTREAM_TYPE.get(upstream_type or "") or CODE_BY_STATUS.get(status)
     client_status = status if 400 <= status < 500 or status in (503, 504) else 502
     if client_status >= 500:
@@ -73,16 +96,71 @@ def from_response(status: int, body: bytes, headers: httpx.Headers) -> UpstreamE
         error_type = upstream_type
     else:
         error_type = TYPE_BY_STATUS.get(status, "invalid_request_error")
-    param = fields.get("param") if isinstance(fields.get("param"), str) else None
+    param = fields.get("param")
+    if not isinstance(param, str) or len(param) > 128 or not param.isprintable():
+        param = None
     cls = RetryableError if status in RETRYABLE_STATUS else UpstreamError
-    return cls(message, client_status, error_type, code, param, _retry_after(headers))
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    return cls(message, client_status, error_type, code, param, retry_after)
 
 
-def from_stream_error(payload: Any) -> UpstreamError:
+def from_stream_error(payload: dict[str, Any]) -> UpstreamError:
     """An `{"error": ...}` object inside an SSE stream (vLLM sends these mid-stream)."""
-    fields = _fields_of(payload)
-    status = fields.get("code") if isinstance(fields.get("code"), int) else 500
+    fields = openai_error(payload) or {}
+    code = fields.get("code")
+    status = code if isinstance(code, int) and not isinstance(code, bool) else 500
+    if not 400 <= status < 600:
+        status = 500
     return from_response(status, json.dumps(payload).encode(), httpx.Headers())
+
+
+def openai_error(payload: Any) -> dict[str, Any] | None:
+    """The error object of an OpenAI-shaped error body with a string message, or None."""
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error
+    if payload.get("object") == "error" and isinstance(payload.get("message"), str):
+        return payload  # vLLM's unwrapped form
+    return None
+
+
+def clean_message(message: str) -> str:
+    """What of an upstream's own error message the client sees: stripped, valid UTF-8,
+    at most MAX_MESSAGE characters."""
+    text = message.strip().encode("utf-8", "replace").decode()
+    if not text:
+        return "The upstream server answered with an error and no message."
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+def excerpt(body: bytes) -> str:
+    """A foreign body for the log: decoded leniently and cut."""
+    text = body[: MAX_LOGGED_BODY * 4].decode("utf-8", "replace")
+    return text if len(text) <= MAX_LOGGED_BODY else text[:MAX_LOGGED_BODY] + "…"
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a `Retry-After` header (delay-seconds or an HTTP date), clamped to
+    RETRY_AFTER_RANGE; None when absent or meaningless (`nan`, junk)."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if math.isnan(seconds):
+        return None
+    low, high = RETRY_AFTER_RANGE
+    return min(high, max(low, seconds))
 
 
 def from_transport(exc: httpx.TransportError, chunk_timeout: float) -> UpstreamError:
@@ -103,12 +181,16 @@ def from_transport(exc: httpx.TransportError, chunk_timeout: float) -> UpstreamE
             502, "server_error", "upstream_disconnected",
         )
     if isinstance(exc, httpx.TimeoutException):
-        return UpstreamError(
-            f"The upstream server sent nothing for {chunk_timeout:g} seconds.",
-            504, "server_error", "upstream_timeout",
-        )
+        return idle_timeout(chunk_timeout)
     return UpstreamError(
         "The connection to the upstream server failed.", 502, "server_error", "upstream_error"
+    )
+
+
+def idle_timeout(seconds: float) -> UpstreamError:
+    return UpstreamError(
+        f"The upstream server sent no data for {seconds:g} seconds.",
+        504, "server_error", "upstream_timeout",
     )
 
 
@@ -133,38 +215,8 @@ def ended_early() -> UpstreamError:
     )
 
 
-def _error_fields(body: bytes) -> dict[str, Any]:
+def _parse(body: bytes) -> Any:
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        text = body.decode("utf-8", "replace").strip()
-        return {"message": text} if text and len(text) < 500 and "<" not in text else {}
-    return _fields_of(payload)
-
-
-def _fields_of(payload: Any) -> dict[str, Any]:
-    if not isinstance(payload, dict):
-        return {"message": payload} if isinstance(payload, str) else {}
-    error = payload.get("error")
-    if isinstance(error, dict):
-        return error
-    if isinstance(error, str):  # TGI
-        return {"message": error, "type": payload.get("error_type")}
-    if payload.get("object") == "error" or "message" in payload:  # vLLM's flat form
-        return payload
-    detail = payload.get("detail")  # FastAPI
-    if isinstance(detail, str):
-        return {"message": detail}
-    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
-        return {"message": str(detail[0].get("msg", "invalid request"))}
-    return {}
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    value = headers.get("retry-after")
-    if value is None:
+        return json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: rare from inference servers

@@ -7,6 +7,7 @@ model = "meta-llama/Llama-3.1-8B-Instruct"   # the upstream's name for it
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ KNOWN_KEYS = {
     "max_context",
     "token_prompts",
     "stream_usage",
+    "max_response_bytes",
+    "max_event_bytes",
 }
 
 
@@ -58,8 +61,8 @@ class OpenAIHTTPOptions:
     model: str | None = None  # None: the gateway's model id
     headers: Mapping[str, str] = field(default_factory=dict)
     connect_timeout: float = 5.0
-    chunk_timeout: float = 60.0  # longest silence between two streamed chunks
-    total_timeout: float = 600.0  # whole request, first byte to last
+    chunk_timeout: float = 60.0  # longest wait for the headers or the next data event
+    total_timeout: float = 600.0  # the whole exchange, retries included: a hard deadline
     max_retries: int = 2  # other replicas tried before the first byte
     fail_threshold: int = 3  # consecutive failures that eject a replica
     cooldown: float = 10.0  # seconds an ejected replica waits before a probe
@@ -69,6 +72,8 @@ class OpenAIHTTPOptions:
     max_context: int | None = None
     token_prompts: bool = True
     stream_usage: bool = True  # ask for stream_options.include_usage
+    max_response_bytes: int = 16 * 1024 * 1024  # a whole (non-SSE) response body
+    max_event_bytes: int = 4 * 1024 * 1024  # one server-sent event
 
 
 def parse_options(options: Mapping[str, Any]) -> OpenAIHTTPOptions:
@@ -92,15 +97,17 @@ def parse_options(options: Mapping[str, Any]) -> OpenAIHTTPOptions:
         values["headers"] = dict(headers)
     for key in ("connect_timeout", "chunk_timeout", "total_timeout", "probe_timeout"):
         if key in options:
-            values[key] = seconds(options, key, positive=True)
+            values[key] = _finite(key, seconds(options, key, positive=True))
     for key in ("cooldown", "probe_interval"):
         if key in options:
-            values[key] = seconds(options, key, positive=False)
+            values[key] = _finite(key, seconds(options, key, positive=False))
     for key, low in (
         ("max_retries", 0),
         ("fail_threshold", 1),
         ("max_connections", 1),
         ("max_context", 1),
+        ("max_response_bytes", 1024),
+        ("max_event_bytes", 1024),
     ):
         if key in options:
             values[key] = integer(options, key, low)
@@ -110,6 +117,13 @@ def parse_options(options: Mapping[str, Any]) -> OpenAIHTTPOptions:
                 raise ConfigError(f"{key} must be true or false", key)
             values[key] = options[key]
     return OpenAIHTTPOptions(**values)
+
+
+def _finite(key: str, value: float) -> float:
+    """TOML has `inf` and `nan`; neither is a usable number of seconds."""
+    if not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number of seconds", key)
+    return value
 
 
 def _default_key(options: Mapping[str, Any]) -> str | None:

@@ -3,13 +3,18 @@
 Text is yielded the moment its chunk is parsed; the `Finished` event waits for the
 usage chunk that follows the finish reason (or for `[DONE]`). Failures before the
 first event are `RetryableError`s where another replica could serve the request.
+Every wait on the upstream is bounded by its `Exchange` (the total deadline and the
+longest silence between data events), and every read by a byte limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
 
 import httpx
 
@@ -18,46 +23,71 @@ from backends.errors import UpstreamError
 from backends.openai_http import errors
 from backends.openai_http.wire import ChunkPiece, read_chunk, sse_data
 
+T = TypeVar("T")
+DRAIN_SECONDS = 1.0  # after [DONE]: how long to wait for the body's end (connection reuse)
+DRAIN_EVENTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    total_timeout: float
+    chunk_timeout: float
+    max_response_bytes: int
+    max_event_bytes: int
+
+
+class Exchange:
+    """The time budget of one request to the upstreams, retries included: a deadline
+    over everything, and the longest wait for any one thing (the response headers, the
+    next data event, the next piece of a body). Comments (`: ping`) and headers that
+    trickle in byte by byte reset neither."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._loop = asyncio.get_running_loop()
+        self.deadline = self._loop.time() + limits.total_timeout
+
+    async def wait(self, awaitable: Awaitable[T]) -> T:
+        """Await within both bounds; a bound that expires is the 504 that names it."""
+        idle_end = self._loop.time() + self.limits.chunk_timeout
+        total_first = self.deadline <= idle_end
+        timeout = asyncio.timeout_at(min(self.deadline, idle_end))
+        try:
+            async with timeout:
+                return await awaitable
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            if total_first:
+                raise errors.total_timeout(self.limits.total_timeout) from None
+            raise errors.idle_timeout(self.limits.chunk_timeout) from None
+
 
 async def relay(
-    response: httpx.Response,
-    is_chat: bool,
-    deadline: float,
-    total_timeout: float,
-    chunk_timeout: float,
+    response: httpx.Response, is_chat: bool, exchange: Exchange
 ) -> AsyncIterator[GenerationEvent]:
     content_type = response.headers.get("content-type", "")
     if "text/event-stream" not in content_type:
         # An upstream that ignored `stream: true` (or was asked not to stream).
-        async for event in _whole(response, is_chat, deadline, total_timeout, chunk_timeout):
+        async for event in _whole(response, is_chat, exchange):
             yield event
         return
     finish: ChunkPiece | None = None
     usage: Usage | None = None
     deltas = 0
     started = False
-    data_events = aiter(sse_data(response.aiter_bytes()))
-    loop = asyncio.get_running_loop()
+    data_events = aiter(sse_data(response.aiter_bytes(), exchange.limits.max_event_bytes))
     while True:
-        # httpx's read timeout bounds each wait (chunk_timeout); the total deadline is
-        # checked per chunk, which is cheaper than a timer per chunk.
         try:
-            data = await anext(data_events)
+            data = await _next(data_events, exchange, started)
         except StopAsyncIteration:
             break
-        except httpx.TransportError as exc:
-            raise _stream_failure(exc, started, chunk_timeout) from None
-        if loop.time() > deadline:
-            raise errors.total_timeout(total_timeout)
         if data == "[DONE]":
-            # Read to the end of the body: only a fully read response returns its
-            # connection to the pool (otherwise every request pays a new connect).
-            async for _ in data_events:
-                pass
+            await _drain(data_events, exchange)
             break
         try:
             payload = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise errors.malformed("a stream chunk is not JSON") from None
         if isinstance(payload, dict) and "error" in payload:
             raise errors.from_stream_error(payload)
@@ -82,23 +112,37 @@ async def relay(
     yield Finished(finish.finish_reason, usage or Usage(0, deltas))
 
 
-async def _whole(
-    response: httpx.Response,
-    is_chat: bool,
-    deadline: float,
-    total_timeout: float,
-    chunk_timeout: float,
-) -> AsyncIterator[GenerationEvent]:
+async def _next(events: AsyncIterator[T], exchange: Exchange, started: bool) -> T:
+    """The next item of an upstream body, with every failure mapped."""
     try:
-        async with asyncio.timeout_at(deadline):
-            body = await response.aread()
-    except TimeoutError:
-        raise errors.total_timeout(total_timeout) from None
+        return await exchange.wait(anext(events))
     except httpx.TransportError as exc:
-        raise _stream_failure(exc, False, chunk_timeout) from None
+        raise _stream_failure(exc, started, exchange.limits.chunk_timeout) from None
+    except httpx.DecodingError:
+        raise errors.malformed("its content encoding is broken") from None
+    except ValueError as exc:  # an event over the limit, or not UTF-8
+        raise errors.malformed(str(exc)) from None
+
+
+async def _drain(events: AsyncIterator[str], exchange: Exchange) -> None:
+    """Read to the end of the body after `[DONE]`: only a fully read response returns its
+    connection to the pool. Best effort and bounded: the answer is complete already,
+    and a connection that is not drained is simply closed."""
+    loop = asyncio.get_running_loop()
+    end = min(exchange.deadline, loop.time() + DRAIN_SECONDS)
+    with contextlib.suppress(StopAsyncIteration, TimeoutError, ValueError, httpx.HTTPError):
+        async with asyncio.timeout_at(end):
+            for _ in range(DRAIN_EVENTS):
+                await anext(events)
+
+
+async def _whole(
+    response: httpx.Response, is_chat: bool, exchange: Exchange
+) -> AsyncIterator[GenerationEvent]:
+    body = await read_body(response, exchange, exchange.limits.max_response_bytes)
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise errors.malformed("the body is not JSON") from None
     try:
         piece = read_chunk(payload, is_chat)
@@ -107,6 +151,28 @@ async def _whole(
     if piece.text:
         yield TextDelta(piece.text)
     yield Finished(piece.finish_reason or "stop", piece.usage or Usage(0, 0))
+
+
+async def read_body(
+    response: httpx.Response, exchange: Exchange, limit: int, cut: bool = False
+) -> bytes:
+    """A whole body, counted as it streams in and never buffered past `limit` bytes:
+    a longer one is a 502 (refused from its declared length when there is one), or with
+    `cut` its first `limit` bytes."""
+    declared = response.headers.get("content-length", "")
+    if not cut and declared.isdigit() and int(declared) > limit:
+        raise errors.malformed(f"a body of {declared} bytes is over the {limit}-byte limit")
+    body = bytearray()
+    chunks = response.aiter_bytes()
+    while True:
+        try:
+            body += await _next(chunks, exchange, False)
+        except StopAsyncIteration:
+            return bytes(body)
+        if len(body) > limit:
+            if cut:
+                return bytes(body[:limit])
+            raise errors.malformed(f"the body is over the {limit}-byte limit")
 
 
 def _stream_failure(

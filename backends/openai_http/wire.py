@@ -75,15 +75,21 @@ class ChunkPiece:
     usage: Usage | None = None
 
 
+MAX_TOKEN_COUNT = 2**40  # far above any context, far below what breaks arithmetic
+
+
 def read_chunk(payload: Any, is_chat: bool) -> ChunkPiece:
-    """Raise ValueError when the payload is not shaped like a completion (chunk)."""
+    """Raise ValueError when the payload is not shaped like a completion (chunk): every
+    field read here is type-checked, so a hostile upstream is a clean 502, never a crash."""
     if not isinstance(payload, dict):
         raise ValueError("not a JSON object")
     piece = ChunkPiece()
     usage = payload.get("usage")
-    if isinstance(usage, dict):
+    if usage is not None:
+        if not isinstance(usage, dict):
+            raise ValueError("usage is not an object")
         piece.usage = Usage(
-            int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
         )
     choices = payload.get("choices")
     if not isinstance(choices, list):
@@ -94,43 +100,89 @@ def read_chunk(payload: Any, is_chat: bool) -> ChunkPiece:
     if not isinstance(choice, dict):
         raise ValueError("a choice is not an object")
     if is_chat:
-        message = choice.get("delta") or choice.get("message") or {}
-        text = message.get("content") if isinstance(message, dict) else None
+        message = choice.get("delta")
+        if message is None:
+            message = choice.get("message")
+        if message is None:
+            message = {}
+        if not isinstance(message, dict):
+            raise ValueError("a delta is not an object")
+        text = message.get("content")
     else:
         text = choice.get("text")
-    if text is not None and not isinstance(text, str):
-        raise ValueError("text is not a string")
+    if text is not None:
+        if not isinstance(text, str):
+            raise ValueError("text is not a string")
+        if not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                raise ValueError("text is not valid Unicode") from None
     piece.text = text or ""
     reason = choice.get("finish_reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError("finish_reason is not a string")
     if reason:
-        piece.finish_reason = FINISH_REASONS.get(str(reason), "stop")
+        piece.finish_reason = FINISH_REASONS.get(reason, "stop")
     return piece
 
 
-async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+def _count(usage: dict[str, Any], key: str) -> int:
+    value = usage.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, float) and value.is_integer():  # 12.0: some servers
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"usage.{key} is not an integer")
+    if not 0 <= value <= MAX_TOKEN_COUNT:
+        raise ValueError(f"usage.{key} is out of range")
+    return value
+
+
+class EventTooLarge(ValueError):
+    pass
+
+
+async def sse_data(chunks: AsyncIterator[bytes], max_event_bytes: int) -> AsyncIterator[str]:
     """The `data` of each server-sent event (multi-line data joined with newlines), from
     the raw body bytes; comments, `event:`, `id:` and `retry:` fields are skipped.
-    Splitting bytes directly avoids httpx's per-line text decoding on the hot path."""
-    buffer = b""
+    Memory stays bounded: a line or an event over `max_event_bytes` raises EventTooLarge,
+    and bytes that are not UTF-8 raise ValueError. Splitting bytes directly avoids
+    httpx's per-line text decoding on the hot path."""
+    buffer = bytearray()
+    data: list[bytes] = []
+    size = 0
     async for chunk in chunks:
-        buffer += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
-        *events, buffer = buffer.split(b"\n\n")
-        for event in events:
-            data = _event_data(event)
-            if data is not None:
-                yield data
-    if buffer.strip():
-        data = _event_data(buffer)
-        if data is not None:
-            yield data
+        buffer += chunk
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            line = bytes(buffer[start:end])
+            start = end + 1
+            if not line or line == b"\r":
+                if data:
+                    yield _decode(data)
+                    data, size = [], 0
+                continue
+            if line.startswith(b"data:"):
+                value = line[6:] if line.startswith(b"data: ") else line[5:]
+                if value.endswith(b"\r"):
+                    value = value[:-1]
+                size += len(value) + 1
+                if size > max_event_bytes:
+                    raise EventTooLarge(f"an event is over {max_event_bytes} bytes")
+                data.append(value)
+        del buffer[:start]
+        if len(buffer) + size > max_event_bytes:
+            raise EventTooLarge(f"an event is over {max_event_bytes} bytes")
+    if buffer.startswith(b"data:"):  # the body ended without a newline
+        data.append(buffer[6:] if buffer.startswith(b"data: ") else buffer[5:])
+    if data:
+        yield _decode(data)
 
 
-def _event_data(event: bytes) -> str | None:
-    if event.startswith(b"data: ") and b"\n" not in event:  # the usual one-line event
-        return event[6:].decode()
-    data = [
-        line[6:] if line.startswith(b"data: ") else line[5:]
-        for line in event.split(b"\n")
-        if line.startswith(b"data:")
-    ]
-    return b"\n".join(data).decode() if data else None
+def _decode(data: list[bytes]) -> str:
+    try:
+        return (data[0] if len(data) == 1 else b"\n".join(data)).decode()
+    except UnicodeDecodeError:
+        raise ValueError("an event is not valid UTF-8") from None

@@ -18,6 +18,8 @@ from typing import Any
 Writer = asyncio.StreamWriter
 Reader = asyncio.StreamReader
 TEXT_CHUNKS = ("Hello", ",", " world", "!")
+PING_INTERVAL = 0.05  # hostile modes: seconds between two pings or two header bytes
+FLOOD_BYTES = 256 * 1024 * 1024  # what the flooding modes try to send
 
 
 def sse(payload: dict[str, Any] | str) -> bytes:
@@ -51,6 +53,11 @@ class FakeUpstream:
     usage: bool = True
     requests: list[Received] = field(default_factory=list)
     disconnects: int = 0  # clients that closed a stalled stream
+    # the "reply" mode: (status, content type, extra header lines, body)
+    reply: tuple[int, str, str, bytes] = (200, "application/json", "", b"{}")
+    raw: bytes = b""  # the "sse_raw" mode: what follows the SSE headers
+    sent: int = 0  # body bytes the last flood handed to the socket
+    floods_done: int = 0  # floods that ended (sent whole, or cut by the client)
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _server: asyncio.Server | None = None
@@ -225,3 +232,76 @@ class FakeUpstream:
 
     async def _mode_unavailable(self, writer: Writer, body: Any, reader: Reader) -> bool:
         return await self._json(writer, 503, None, raw=b"Service Unavailable")
+
+    # -- hostile modes ----------------------------------------------------------------
+
+    async def _until_gone(self, writer: Writer, reader: Reader, what: bytes) -> None:
+        """Write `what` every PING_INTERVAL until the client leaves (or stop())."""
+        assert self._release is not None
+        eof = asyncio.ensure_future(reader.read())
+        try:
+            while not eof.done() and not self._release.is_set():
+                writer.write(what)
+                await writer.drain()
+                await asyncio.wait({eof}, timeout=PING_INTERVAL)
+        finally:
+            eof.cancel()
+
+    async def _mode_ping_forever(self, writer: Writer, body: Any, reader: Reader) -> bool:
+        await self._sse_head(writer)
+        await self._until_gone(writer, reader, b": ping\n\n")
+        return False
+
+    async def _mode_hello_then_ping(self, writer: Writer, body: Any, reader: Reader) -> bool:
+        await self._sse_head(writer)
+        writer.write(sse(chunk("Hello")))
+        await self._until_gone(writer, reader, b": ping\n\n")
+        return False
+
+    async def _mode_trickle_headers(self, writer: Writer, body: Any, reader: Reader) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nx-slow: ")
+        await self._until_gone(writer, reader, b"z")
+        return False
+
+    async def _flood(self, writer: Writer, head: bytes) -> None:
+        piece = b"a" * (1024 * 1024)
+        self.sent = 0
+        try:
+            writer.write(head)
+            while self.sent < FLOOD_BYTES:
+                writer.write(piece)
+                await writer.drain()
+                self.sent += len(piece)
+        finally:
+            self.floods_done += 1
+
+    async def _mode_flood_body(self, writer: Writer, body: Any, reader: Reader) -> bool:
+        """A non-SSE body that never ends (no content-length, read until close)."""
+        await self._flood(writer, b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                                  b"connection: close\r\n\r\n{\"choices\": [{\"text\": \"")
+        return False
+
+    async def _mode_flood_line(self, writer: Writer, body: Any, reader: Reader) -> bool:
+        """An SSE `data:` line that never ends."""
+        await self._sse_head(writer)
+        await self._flood(writer, b'data: {"choices": [{"text": "')
+        return False
+
+    async def _mode_declared_huge(self, writer: Writer, body: Any, reader: Reader) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                     b"content-length: 300000000\r\n\r\n{\"choices\": ")
+        await self._until_gone(writer, reader, b" ")
+        return False
+
+    async def _mode_reply(self, writer: Writer, body: Any, reader: Reader) -> bool:
+        status, content_type, extra, raw = self.reply
+        writer.write(f"HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\n"
+                     f"content-length: {len(raw)}\r\n{extra}\r\n".encode() + raw)
+        await writer.drain()
+        return True
+
+    async def _mode_sse_raw(self, writer: Writer, body: Any, reader: Reader) -> bool:
+        await self._sse_head(writer)
+        writer.write(self.raw)
+        await writer.drain()
+        return False

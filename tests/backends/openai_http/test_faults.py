@@ -123,7 +123,7 @@ def test_stall_mid_stream_ends_with_an_error_event(front: GatewayProcess, fake: 
                                                    sdk: openai.OpenAI) -> None:
     fake.mode = "stall_mid"
     texts: list[str] = []
-    with pytest.raises(openai.APIError, match="sent nothing for 1 seconds"):
+    with pytest.raises(openai.APIError, match="sent no data for 1 seconds"):
         for chunk in sdk.completions.create(model="fake", prompt="x", max_tokens=4, stream=True):
             texts.append(chunk.choices[0].text)
     assert texts == ["Hello"]
