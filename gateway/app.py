@@ -22,6 +22,7 @@ from gateway.handlers.common import error_response
 from gateway.handlers.completions import create_completion
 from gateway.handlers.health import health, ready
 from gateway.handlers.models import get_model, list_backends, list_models
+from gateway.handlers.openapi import openapi_json
 from gateway.middleware import ApiKeyAuth, BodyLimit, RequestContext
 from gateway.registry import ModelRegistry
 
@@ -59,8 +60,9 @@ def create_app(
             404: f"Unknown request URL: {request.method} {request.url.path}.",
             405: f"Method {request.method} is not allowed for {request.url.path}.",
         }.get(exc.status_code, str(exc.detail))
+        headers = dict(exc.headers) if exc.headers else None  # 405 carries Allow
         return error_response(
-            APIError(exc.status_code, message, "invalid_request_error", None, code)
+            APIError(exc.status_code, message, "invalid_request_error", None, code, headers)
         )
 
     routes = [
@@ -71,6 +73,7 @@ def create_app(
         Route("/v1/backends", list_backends, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
     middleware = [
         Middleware(RequestContext),
