@@ -1,10 +1,11 @@
 """A client that goes away stops its generation within a few tokens.
 
-The gateway here has ONE slot for SmolLM2, so an abandoned generation that kept
-running would hold the slot and delay the next request until its 3,000 tokens were
-done. The follow-up must instead start at once: it must take well under a quarter of
-the time the abandoned request still needed, measured at the decode speed of the
-moment (the machine may be shared, so no fixed number of seconds is right)."""
+The gateway here has ONE slot for SmolLM2, and the abandoned request asks for 3,000
+tokens with end-of-text banned, so it could only leave its slot early by being
+cancelled. Each test counts engine steps (one per generated token of a lone sequence)
+from the request's start until the slot is free again: a fraction of the 3,000. Steps,
+not seconds, so a busy machine slows both sides alike; the only clock is a generous
+deadline that turns a hang into a failure."""
 
 from __future__ import annotations
 
@@ -38,34 +39,27 @@ def one_slot_gateway(
         yield proc
 
 
-def abandoned_would_need_s(base_url: str) -> float:
-    """Seconds the abandoned request would still have run: its remaining tokens at the
-    decode speed measured now."""
-    started = time.perf_counter()
-    r = httpx.post(f"{base_url}/v1/completions", timeout=300, json={**LONG, "max_tokens": 32})
-    assert r.json()["usage"]["completion_tokens"] == 32
-    rate = 32 / (time.perf_counter() - started)
-    return (LONG["max_tokens"] - 50) / rate
+MAX_STEPS = LONG["max_tokens"] // 4  # an abandoned request must free its slot well before
 
 
-def wait_idle(base_url: str, timeout: float = 10) -> dict:
+def wait_idle(base_url: str, timeout: float = 120) -> dict:
+    """Engine stats once nothing runs or waits (polled; fails at the deadline)."""
     deadline = time.monotonic() + timeout
     stats = engine_stats(base_url)
-    while (stats["busy"] or stats["queued"]) and time.monotonic() < deadline:
+    while stats["busy"] or stats["queued"]:
+        assert time.monotonic() < deadline, f"the engine is still busy: {stats}"
         time.sleep(0.05)
         stats = engine_stats(base_url)
     return stats
 
 
-def follow_up_seconds(base_url: str) -> float:
-    started = time.perf_counter()
+def follow_up_works(base_url: str) -> None:
     r = httpx.post(
         f"{base_url}/v1/completions",
         timeout=120,
         json={"model": SMOL_ID, "prompt": "Hi", "max_tokens": 4, "temperature": 0},
     )
-    assert r.status_code == 200
-    return time.perf_counter() - started
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4
 
 
 def engine_stats(base_url: str) -> dict:
@@ -75,6 +69,7 @@ def engine_stats(base_url: str) -> dict:
 
 def test_abandoned_stream_frees_its_slot(one_slot_gateway: GatewayProcess) -> None:
     base = one_slot_gateway.base_url
+    steps_before = wait_idle(base)["steps"]
     with httpx.stream(
         "POST", f"{base}/v1/completions", json={**LONG, "stream": True}, timeout=60
     ) as response:
@@ -83,20 +78,22 @@ def test_abandoned_stream_frees_its_slot(one_slot_gateway: GatewayProcess) -> No
         assert any(line.startswith("data: {") for line in received)
         assert engine_stats(base)["busy"] == 1
     # the connection is closed here, mid-stream
-    assert follow_up_seconds(base) < abandoned_would_need_s(base) / 4
-    assert wait_idle(base)["busy"] == 0
+    assert wait_idle(base)["steps"] - steps_before < MAX_STEPS
+    follow_up_works(base)
 
 
 def test_abandoned_plain_request_frees_its_slot(one_slot_gateway: GatewayProcess) -> None:
     base = one_slot_gateway.base_url
+    steps_before = wait_idle(base)["steps"]
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{base}/v1/completions", json=LONG, timeout=1.5)
-    assert follow_up_seconds(base) < abandoned_would_need_s(base) / 4
-    assert wait_idle(base)["busy"] == 0
+    assert wait_idle(base)["steps"] - steps_before < MAX_STEPS
+    follow_up_works(base)
 
 
 def test_queued_request_whose_client_leaves_is_dropped(one_slot_gateway: GatewayProcess) -> None:
     base = one_slot_gateway.base_url
+    steps_before = wait_idle(base)["steps"]
     with httpx.stream(
         "POST", f"{base}/v1/completions", json={**LONG, "stream": True}, timeout=60
     ) as running:
@@ -104,8 +101,11 @@ def test_queued_request_whose_client_leaves_is_dropped(one_slot_gateway: Gateway
         # a second request waits for the only slot; its client gives up
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{base}/v1/completions", json=LONG, timeout=1.0)
-        deadline = time.monotonic() + 10
-        while engine_stats(base)["queued"] and time.monotonic() < deadline:
+        deadline = time.monotonic() + 120
+        while engine_stats(base)["queued"]:
+            assert time.monotonic() < deadline, "the abandoned request is still queued"
             time.sleep(0.05)
-        assert engine_stats(base)["queued"] == 0
-    assert follow_up_seconds(base) < abandoned_would_need_s(base) / 4
+    # Both gone: had the queued one been run after all, it would hold the slot for its
+    # 3,000 tokens.
+    assert wait_idle(base)["steps"] - steps_before < MAX_STEPS
+    follow_up_works(base)
