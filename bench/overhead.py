@@ -4,7 +4,8 @@ In one run: a minimal upstream on loopback (bench/overhead_upstream.py) that str
 fixed 16-chunk completion, called directly, through this gateway (openai_http backend)
 and through LiteLLM's proxy configured for the same upstream, at concurrency 1 and 32.
 Reports added latency (TTFT and total, p50/p99) over the direct call, requests/s, and
-the ratios against LiteLLM; writes JSON to bench/results/.
+the ratios against LiteLLM; writes JSON to bench/results/ (quick runs:
+bench/results/quick/, untracked).
 
     .venv/bin/python -m bench.overhead --quick          # under a minute
     .venv/bin/python -m bench.overhead                  # under five minutes
@@ -31,8 +32,9 @@ from typing import Any
 
 import httpx
 
+from bench.paths import results_dir
+
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 MASTER_KEY = "sk-bench-master"
 CONCURRENCIES = (1, 32)
 
@@ -209,7 +211,9 @@ def summarise(samples: list[Sample], elapsed: float, errors: Counter[str]) -> di
 # -- profile ---------------------------------------------------------------------------
 
 
-def profile_during(server: Server, workdir: Path, seconds: float, load: Any) -> dict[str, Any]:
+def profile_during(
+    server: Server, workdir: Path, seconds: float, load: Any, out: Path
+) -> dict[str, Any]:
     """py-spy the server's process while `load` runs; the hottest frames by own time."""
     exe = shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if exe is None:
@@ -236,8 +240,7 @@ def profile_during(server: Server, workdir: Path, seconds: float, load: Any) -> 
         frames = stack.split(";")
         own[frames[-1]] += n
         by_area[area_of(frames)] += n
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(raw, RESULTS / "overhead-gateway.pyspy.txt")
+    shutil.copy(raw, out / "overhead-gateway.pyspy.txt")
     return {
         "samples": total,
         "load": result,
@@ -349,19 +352,18 @@ def main(argv: list[str] | None = None) -> int:
             log("profiling the gateway at c=32 with py-spy")
             results["profile"] = profile_during(
                 gateway, workdir, seconds,
-                lambda: run_load(gateway, 32, 10**9, seconds))
+                lambda: run_load(gateway, 32, 10**9, seconds), results_dir(args.quick))
     finally:
         for server in reversed(servers):
             server.stop()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "overhead-quick.json" if args.quick else "overhead.json"
-    (RESULTS / name).write_text(json.dumps(results, indent=2) + "\n")
+    out = results_dir(args.quick) / "overhead.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(report(results))
     if "profile" in results:
         print("\nWhere the gateway's time goes (py-spy, % of samples by area):")
         for area, share in results["profile"].get("by_area_pct", {}).items():
             print(f"  {share:5.1f}%  {area}")
-    log(f"results in {RESULTS / name}; logs in {workdir}")
+    log(f"results in {out}; logs in {workdir}")
     return 0
 
 

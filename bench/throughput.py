@@ -8,7 +8,8 @@ For each model and each concurrency N it runs, back to back so that they see the
 machine load: (d) the bare N-sequence decode loop, (c) the gateway, (b) llama-cpp-python's
 server with its defaults; plus (a) the in-process one-stream loop, (b') the server with
 `--interrupt_requests False` at N=4, /health latency while 8 streams run, the
-prefix-reuse TTFT gain and the memory check. Results go to bench/results/.
+prefix-reuse TTFT gain and the memory check. Results go to bench/results/ (quick runs:
+bench/results/quick/, untracked).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ import httpx
 from bench import servers
 from bench.load import HealthProbe, completion_body, run_load, stream_one
 from bench.models import BenchModel, resolve
+from bench.paths import results_dir
 from bench.report import markdown, percentile, plot, summarise, targets
 
-RESULTS = Path(__file__).resolve().parent / "results"
 MEMORY_SLACK = 300 * 2**20
 
 
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     opts.repeat = opts.repeat or (1 if opts.quick else 2)
     started = datetime.datetime.now().isoformat(timespec="seconds")
-    RESULTS.mkdir(exist_ok=True)
+    out = results_dir(opts.quick)
     results: dict[str, Any] = {
         "started": started,
         "repeat": opts.repeat,
@@ -241,15 +242,15 @@ def main(argv: list[str] | None = None) -> None:
                 results["models"].append(bench_model(model, opts, Path(tmp)))
             finally:
                 for f in Path(tmp).glob("*.log"):
-                    (RESULTS / f"tmp-{model.name}-{f.name}").write_bytes(f.read_bytes())
+                    (out / f"tmp-{model.name}-{f.name}").write_bytes(f.read_bytes())
                     f.unlink()
             log(f"{model.name}: done in {time.perf_counter() - m0:.0f} s")
     results["seconds"] = round(time.perf_counter() - t0, 1)
-    name = opts.out or ("tmp-quick" if opts.quick else f"run-{started.replace(':', '')}")
-    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1))
-    plot(results, RESULTS / f"{name}.png")
+    name = opts.out or ("quick" if opts.quick else f"run-{started.replace(':', '')}")
+    (out / f"{name}.json").write_text(json.dumps(results, indent=1))
+    plot(results, out / f"{name}.png")
     print(markdown(results))
-    log(f"wrote {RESULTS / name}.json and .png in {results['seconds']} s")
+    log(f"wrote {out / name}.json and .png in {results['seconds']} s")
 
 
 if __name__ == "__main__":
