@@ -87,6 +87,9 @@ class TokenLogprob:
     token: str
     logprob: float | None  # None for the first prompt token when echoing
     top: tuple[tuple[str, float], ...] = ()
+    # The end-of-generation token that stopped the text: scored and counted as a
+    # completion token, but its text is not part of the output.
+    is_end: bool = False
 
 
 @dataclass(frozen=True, slots=True)

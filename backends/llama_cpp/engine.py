@@ -16,7 +16,7 @@ import asyncio
 import collections
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -309,12 +309,15 @@ class Engine:
     def _advance(self, seq: Sequence, token: int, logprob: TokenLogprob | None = None) -> None:
         if seq.cancelled:
             return
-        if self._model.is_eog(token):
-            self._finish(seq, "stop", self._drain(seq))
-            return
         seq.n_generated += 1
         seq.last_token = token
         seq.generated.append(token)
+        if self._model.is_eog(token):
+            # OpenAI's legacy shape: the end-of-text token is listed in the log-probs
+            # and counted as a completion token, but its text is not output.
+            ended = (replace(logprob, is_end=True),) if logprob is not None else ()
+            self._finish(seq, "stop", self._drain(seq), (token,), ended)
+            return
         assert seq.stops is not None
         text, stopped = seq.stops.feed(seq.utf8.feed(self._model.piece(token)))
         scores = (logprob,) if logprob is not None else ()

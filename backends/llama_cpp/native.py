@@ -110,8 +110,12 @@ class Model:
             n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
         return buf.raw[: max(n, 0)]
 
-    def detokenize(self, tokens: list[int]) -> str:
-        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+    def detokenize(self, tokens: Sequence[int], special: bool = True) -> str:
+        """The text of `tokens`, special tokens written out by default (as llama.cpp's
+        server detokenizes, and as log-probs show them), so the text of an echoed
+        token prompt lines up with its tokens."""
+        pieces = b"".join(self.piece(t, special) for t in tokens)
+        return pieces.decode("utf-8", errors="replace")
 
     def token_text(self, token: int, special: bool = True) -> str:
         return self.piece(token, special=special).decode("utf-8", errors="replace")
