@@ -20,8 +20,10 @@ def log_lines(gateway: GatewayProcess) -> list[dict]:
     return out
 
 
-def find_access(gateway: GatewayProcess, request_id: str) -> dict:
-    for _ in range(50):
+def find_access(gateway: GatewayProcess, request_id: str, timeout: float = 60) -> dict:
+    """The access line is written once the response is sent: poll for it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         for line in log_lines(gateway):
             if line.get("event") == "request" and line.get("request_id") == request_id:
                 return line
@@ -77,7 +79,10 @@ def test_console_format_is_readable(tmp_path: Path, tiny_bloom_path: Path) -> No
             json={"model": "m", "prompt": "hi", "max_tokens": 2},
         )
         assert r.status_code == 200
-        time.sleep(0.2)
+        deadline = time.monotonic() + 60  # the access line follows the response
+        while "path=/v1/completions" not in gateway.logs():
+            assert time.monotonic() < deadline, gateway.logs()
+            time.sleep(0.05)
     lines = [line for line in gateway.logs().splitlines() if "path=/v1/completions" in line]
     assert lines and not lines[0].lstrip().startswith("{")
     assert "status=200" in lines[0] and f"request_id={r.headers['x-request-id']}" in lines[0]
