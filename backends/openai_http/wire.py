@@ -147,42 +147,51 @@ class EventTooLarge(ValueError):
 async def sse_data(chunks: AsyncIterator[bytes], max_event_bytes: int) -> AsyncIterator[str]:
     """The `data` of each server-sent event (multi-line data joined with newlines), from
     the raw body bytes; comments, `event:`, `id:` and `retry:` fields are skipped.
-    Memory stays bounded: a line or an event over `max_event_bytes` raises EventTooLarge,
-    and bytes that are not UTF-8 raise ValueError. Splitting bytes directly avoids
-    httpx's per-line text decoding on the hot path."""
+    Memory stays bounded: an event whose lines add up to over `max_event_bytes` (or a
+    line that never ends) raises EventTooLarge, and bytes that are not UTF-8 raise
+    ValueError. Splitting bytes directly avoids httpx's per-line text decoding on the
+    hot path."""
     buffer = bytearray()
-    data: list[bytes] = []
-    size = 0
+    data: bytearray | None = None  # None: the event has no data field yet
+    size = 0  # raw bytes of the event's lines so far
     async for chunk in chunks:
         buffer += chunk
         start = 0
         while (end := buffer.find(b"\n", start)) >= 0:
-            line = bytes(buffer[start:end])
+            line = buffer[start:end]
             start = end + 1
             if not line or line == b"\r":
-                if data:
+                if data is not None:
                     yield _decode(data)
-                    data, size = [], 0
+                data, size = None, 0
                 continue
+            size += len(line) + 1
+            if size > max_event_bytes:
+                raise EventTooLarge(f"an event is over {max_event_bytes} bytes")
             if line.startswith(b"data:"):
-                value = line[6:] if line.startswith(b"data: ") else line[5:]
-                if value.endswith(b"\r"):
-                    value = value[:-1]
-                size += len(value) + 1
-                if size > max_event_bytes:
-                    raise EventTooLarge(f"an event is over {max_event_bytes} bytes")
-                data.append(value)
+                data = _add_data(data, line)
         del buffer[:start]
         if len(buffer) + size > max_event_bytes:
             raise EventTooLarge(f"an event is over {max_event_bytes} bytes")
     if buffer.startswith(b"data:"):  # the body ended without a newline
-        data.append(buffer[6:] if buffer.startswith(b"data: ") else buffer[5:])
-    if data:
+        data = _add_data(data, buffer)
+    if data is not None:
         yield _decode(data)
 
 
-def _decode(data: list[bytes]) -> str:
+def _add_data(data: bytearray | None, line: bytearray) -> bytearray:
+    value = line[6:] if line.startswith(b"data: ") else line[5:]
+    if value.endswith(b"\r"):
+        del value[-1:]
+    if data is None:
+        return value
+    data += b"\n"
+    data += value
+    return data
+
+
+def _decode(data: bytearray) -> str:
     try:
-        return (data[0] if len(data) == 1 else b"\n".join(data)).decode()
+        return data.decode()
     except UnicodeDecodeError:
         raise ValueError("an event is not valid UTF-8") from None
