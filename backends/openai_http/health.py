@@ -34,18 +34,25 @@ class HealthProber:
         self._task: asyncio.Task[None] | None = None
 
     async def probe(self, replica: Replica) -> str | None:
-        """None when the replica answers `GET /models` with a 2xx, else the reason."""
+        """None when the replica answers `GET /models` with a 2xx, else the reason. Only
+        the status is read, within `timeout` in all: a replica that trickles its headers
+        or sends an endless body can neither stall the prober nor fill its memory."""
         try:
-            response = await self.client.get(
-                f"{replica.url}/models",
-                headers={**self.headers, **replica.headers},
-                timeout=self.timeout,
-            )
+            async with asyncio.timeout(self.timeout):
+                async with self.client.stream(
+                    "GET",
+                    f"{replica.url}/models",
+                    headers={**self.headers, **replica.headers},
+                    timeout=self.timeout,
+                ) as response:
+                    status = response.status_code
+        except TimeoutError:
+            return f"probe timed out after {self.timeout:g} s"
         except httpx.HTTPError as exc:
             return f"probe failed: {type(exc).__name__}"
-        if response.is_success:
+        if 200 <= status < 300:
             return None
-        return f"probe answered HTTP {response.status_code}"
+        return f"probe answered HTTP {status}"
 
     async def check(self, replicas: list[Replica]) -> None:
         results = await asyncio.gather(*(self.probe(r) for r in replicas))

@@ -50,6 +50,7 @@ class FakeUpstream:
     """`mode` picks the behaviour of the next POSTs; `requests` records what came in."""
 
     mode: str = "ok"
+    get_mode: str = "ok"  # "trickle": probes get headers that never end
     usage: bool = True
     requests: list[Received] = field(default_factory=list)
     disconnects: int = 0  # clients that closed a stalled stream
@@ -130,6 +131,9 @@ class FakeUpstream:
                 raw = await reader.readexactly(int(headers.get("content-length", "0")))
                 body = json.loads(raw) if raw else None
                 self.requests.append(Received(method, path, headers, body))
+                if method == "GET" and self.get_mode == "trickle":
+                    await self._mode_trickle_headers(writer, body, reader)
+                    break
                 if method == "GET":
                     await self._json(writer, 200, {"object": "list", "data": []})
                     continue

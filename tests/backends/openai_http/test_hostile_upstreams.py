@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from tests.backends.openai_http.fake_upstream import FLOOD_BYTES, FakeUpstream, chunk, sse
-from tests.backends.openai_http.support import start_gateway
+from tests.backends.openai_http.support import replica_states, start_gateway, wait_loaded
 from tests.support.server import GatewayProcess
 
 QUIET = {"fail_threshold": 1000, "probe_interval": 0, "max_retries": 0}
@@ -291,3 +291,23 @@ def test_retry_after_is_parsed_safely_and_clamped(front: GatewayProcess, fake: F
         assert 60 <= int(response.headers["retry-after"]) <= 120
     else:
         assert response.headers["retry-after"] == expected
+
+
+# -- probes -----------------------------------------------------------------------------
+
+
+def test_a_probe_that_never_ends_cannot_stall_startup(tmp_path: Path) -> None:
+    fake = FakeUpstream(get_mode="trickle").start()
+    try:
+        options = {"base_url": fake.base_url, "probe_timeout": 0.5, **QUIET}
+        proc = start_gateway(tmp_path, "probed", {"slow": ("openai_http", options)},
+                             wait_ready=False)
+        try:
+            wait_loaded(proc, timeout=HANG / 2)  # startup probes every replica once
+            replica = replica_states(proc, "slow")[0]
+            assert replica["state"] == "ejected"
+            assert replica["last_error"] == "probe timed out after 0.5 s"
+        finally:
+            proc.stop()
+    finally:
+        fake.stop()
