@@ -116,10 +116,10 @@ async def _next(events: AsyncIterator[T], exchange: Exchange, started: bool) -> 
     """The next item of an upstream body, with every failure mapped."""
     try:
         return await exchange.wait(anext(events))
-    except httpx.TransportError as exc:
-        raise _stream_failure(exc, started, exchange.limits.chunk_timeout) from None
-    except httpx.DecodingError:
-        raise errors.malformed("its content encoding is broken") from None
+    except httpx.TransportError as exc:  # the cause stays for the log, never the client
+        raise _stream_failure(exc, started, exchange.limits.chunk_timeout) from exc
+    except httpx.DecodingError as exc:
+        raise errors.malformed("its content encoding is broken") from exc
     except ValueError as exc:  # an event over the limit, or not UTF-8
         raise errors.malformed(str(exc)) from None
 

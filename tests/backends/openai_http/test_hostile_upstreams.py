@@ -216,6 +216,12 @@ def test_malformed_whole_body_is_a_502(front: GatewayProcess, fake: FakeUpstream
     assert_envelope(response, 502, "upstream_bad_response")
 
 
+def test_broken_content_encoding_is_a_502(front: GatewayProcess, fake: FakeUpstream) -> None:
+    fake.mode = "reply"
+    fake.reply = (200, "application/json", "content-encoding: gzip\r\n", b"not gzip at all")
+    assert_envelope(post(front, "limited"), 502, "upstream_bad_response")
+
+
 def test_malformed_chunk_mid_stream_ends_with_an_error_event(front: GatewayProcess,
                                                              fake: FakeUpstream) -> None:
     fake.mode, fake.raw = "sse_raw", _stream(chunk("Hello"), {"choices": [{"text": 7}]})
