@@ -27,6 +27,7 @@ from backends.llama_cpp.engine import Engine, Sequence
 from backends.llama_cpp.options import LlamaCppOptions, parse_options
 from backends.llama_cpp.prompts import build_prompt
 from backends.llama_cpp.source import resolve_model_file
+from backends.llama_cpp.template_guard import RenderLimits
 
 log = structlog.get_logger("backends.llama_cpp")
 
@@ -85,6 +86,7 @@ class LlamaCppBackend(Backend):
                 source,
                 model.token_text(model.bos) if model.bos >= 0 else "",
                 model.token_text(model.eos) if model.eos >= 0 else "",
+                RenderLimits(self.opts.template_timeout, self.opts.template_max_chars),
             )
         self._engine = Engine(model, ctx, n_ctx, self.opts.max_queue)
         self._engine.start()
@@ -136,6 +138,7 @@ class LlamaCppBackend(Backend):
             suffix=model is not None and model.fim_tokens() is not None,
             chat_template=self._template is not None,
             max_context=getattr(self, "_n_ctx", self.opts.n_ctx),
+            n_vocab=model.n_vocab if model is not None else None,
         )
 
     def info(self) -> ModelInfo:

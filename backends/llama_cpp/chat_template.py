@@ -3,51 +3,122 @@
 Templates come from GGUF files, which are untrusted input: they are rendered only in
 Jinja's `ImmutableSandboxedEnvironment` (CVE-2024-34359 was arbitrary code execution
 through a template rendered without a sandbox), with no loader, so a template can
-neither reach Python internals nor include files.
+neither reach Python internals nor include files; and every render is bounded in time
+and size (`template_guard`). A template is tried once at load on a short conversation,
+so one that fails or hangs stops the model from loading, with a clear reason.
+
+`render_parts` tells the template's own markup apart from the messages' text, so that
+only the markup may be tokenised into control tokens (prompts.py).
 """
 
 from __future__ import annotations
 
 import datetime
+import re
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
 from jinja2 import TemplateError
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from backends.base import ChatMessage
-from backends.errors import InvalidRequest
+from backends.errors import ConfigError, InvalidRequest
+from backends.llama_cpp.template_guard import (
+    GuardedEnvironment,
+    RenderLimitExceeded,
+    RenderLimits,
+)
+
+# The conversations a template is tried on at load: the first must render.
+DRY_RUNS: tuple[tuple[ChatMessage, ...], ...] = (
+    (ChatMessage("user", "Hello"),),
+    (
+        ChatMessage("system", "You are helpful."),
+        ChatMessage("user", "Hello"),
+        ChatMessage("assistant", "Hi."),
+        ChatMessage("user", "Bye"),
+    ),
+)
+# Markers around each message's text while rendering `render_parts`: two characters of
+# Unicode's supplementary private use area with a per-render nonce between them, so
+# that no client text can forge one.
+_OPEN, _CLOSE = "\U0010fde0", "\U0010fde1"
 
 
 class ChatTemplate:
-    def __init__(self, source: str, bos_token: str, eos_token: str) -> None:
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    def __init__(
+        self,
+        source: str,
+        bos_token: str,
+        eos_token: str,
+        limits: RenderLimits | None = None,
+    ) -> None:
+        self.limits = limits or RenderLimits()
+        env = GuardedEnvironment(self.limits, trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = _strftime_now
         try:
             self._template = env.from_string(source)
         except TemplateError as exc:
-            raise InvalidRequest(
-                f"the model's chat template is not valid Jinja: {exc}", "messages"
+            raise ConfigError(
+                f"the chat template is not valid Jinja: {exc}", "chat_template"
             ) from None
+        env.adopt(self._template.root_render_func.__globals__)
+        self._env = env
         self._bos = bos_token
         self._eos = eos_token
+        self._dry_run()
+
+    def _dry_run(self) -> None:
+        for i, messages in enumerate(DRY_RUNS):
+            try:
+                self.render(messages)
+            except InvalidRequest as exc:
+                # A template may refuse roles it does not know (a system message, say);
+                # it must render one user message, and must never run over its limits.
+                if i == 0 or exc.code == "template_limit_exceeded":
+                    raise ConfigError(
+                        f"the chat template fails on a {len(messages)}-message test "
+                        f"conversation: {exc}",
+                        "chat_template",
+                    ) from None
 
     def render(self, messages: Sequence[ChatMessage]) -> str:
-        payload: list[dict[str, Any]] = []
-        for m in messages:
-            item: dict[str, Any] = {"role": m.role, "content": m.content}
-            if m.name:
-                item["name"] = m.name
-            payload.append(item)
-        try:
-            return self._template.render(
-                messages=payload,
-                add_generation_prompt=True,
-                bos_token=self._bos,
-                eos_token=self._eos,
+        return self._render(_payload(messages))
+
+    def render_parts(self, messages: Sequence[ChatMessage]) -> list[tuple[str, bool]] | None:
+        """The rendered prompt as (text, is_message_text) parts, in order; None when the
+        template did not keep the messages' text intact (it sliced or rewrote it), so
+        that the parts cannot be told apart."""
+        nonce = secrets.token_hex(8)
+        payload = _payload(messages)
+        cores: list[str] = []
+        for i, item in enumerate(payload):
+            text = item["content"]
+            core = text.strip()
+            start = text.find(core) if core else len(text)
+            # Whitespace outside the markers: a template's `trim` still removes it.
+            item["content"] = (
+                f"{text[:start]}{_OPEN}{nonce}o{i}{_CLOSE}{core}"
+                f"{_OPEN}{nonce}c{i}{_CLOSE}{text[start + len(core) :]}"
             )
+            cores.append(core)
+        rendered = self._render(payload)
+        return _split(rendered, nonce, cores)
+
+    def _render(self, payload: list[dict[str, Any]]) -> str:
+        template = self._template
+        variables = {
+            "messages": payload,
+            "add_generation_prompt": True,
+            "bos_token": self._bos,
+            "eos_token": self._eos,
+        }
+        try:
+            return self._env.run(lambda: template.generate(**variables))
+        except RenderLimitExceeded as exc:
+            raise InvalidRequest(str(exc), "messages", "template_limit_exceeded") from None
         except SecurityError:
             raise InvalidRequest(
                 "the model's chat template tried an operation the sandbox forbids", "messages"
@@ -56,10 +127,54 @@ class ChatTemplate:
             raise InvalidRequest(
                 f"the chat template could not render these messages: {exc}", "messages"
             ) from None
+        except (MemoryError, RecursionError) as exc:
+            raise InvalidRequest(
+                f"the chat template ran out of resources ({type(exc).__name__})",
+                "messages",
+                "template_limit_exceeded",
+            ) from None
         except Exception as exc:  # e.g. {% include %} with no loader: never a 500
             raise InvalidRequest(
                 f"the chat template failed on these messages ({type(exc).__name__})", "messages"
             ) from None
+
+
+def _payload(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    payload: list[dict[str, Any]] = []
+    for m in messages:
+        item: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.name:
+            item["name"] = m.name
+        payload.append(item)
+    return payload
+
+
+def _split(rendered: str, nonce: str, cores: list[str]) -> list[tuple[str, bool]] | None:
+    marker = re.compile(f"{_OPEN}{nonce}([oc])([0-9]+){_CLOSE}")
+    parts: list[tuple[str, bool]] = []
+    pos = 0
+    open_index: int | None = None
+    for match in marker.finditer(rendered):
+        kind, index = match.group(1), int(match.group(2))
+        between = rendered[pos : match.start()]
+        if kind == "o":
+            if open_index is not None or index >= len(cores):
+                return None
+            parts.append((between, False))
+            open_index = index
+        else:
+            if open_index != index or between != cores[index]:
+                return None  # the template sliced or rewrote the text
+            parts.append((between, True))
+            open_index = None
+        pos = match.end()
+    if open_index is not None:
+        return None
+    parts.append((rendered[pos:], False))
+    for text, is_message in parts:
+        if nonce in text or (not is_message and (_OPEN in text or _CLOSE in text)):
+            return None  # a marker was cut apart
+    return [(text, is_message) for text, is_message in parts if text]
 
 
 class _TemplateRaised(TemplateError):

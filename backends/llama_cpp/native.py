@@ -123,6 +123,23 @@ class Model:
     def is_eog(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
 
+    def special_texts(self) -> tuple[str, ...]:
+        """The texts that only `tokenize(parse_special=True)` turns into tokens: those of
+        control and unknown tokens (llama.cpp matches user-defined ones either way).
+        Computed once, on first use."""
+        cached: tuple[str, ...] | None = getattr(self, "_special_texts", None)
+        if cached is None:
+            mask = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+            texts = set()
+            for token in range(self.n_vocab):
+                if llama_cpp.llama_vocab_get_attr(self._vocab, token) & mask:
+                    raw = llama_cpp.llama_vocab_get_text(self._vocab, token)
+                    if raw:
+                        texts.add(raw.decode("utf-8", "replace"))
+            cached = tuple(sorted(texts, key=len, reverse=True))
+            self._special_texts = cached
+        return cached
+
     def close(self) -> None:
         if self._ptr:
             llama_cpp.llama_model_free(self._ptr)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from backends.errors import ConfigError
-from backends.options import integer, string
+from backends.options import integer, seconds, string
 
 Device = Literal["auto", "cpu", "cuda", "metal"]
 SOURCE_KEYS = ("model_path", "hf_repo", "package")
@@ -27,6 +27,8 @@ KNOWN_KEYS = {
     "max_queue",
     "chat_template",
     "chat_template_file",
+    "template_timeout",
+    "template_max_chars",
 }
 
 
@@ -48,6 +50,8 @@ class LlamaCppOptions:
     n_batch: int = 512  # tokens per decode step (prompt chunk size)
     max_queue: int = 64  # requests waiting for a slot before 429
     chat_template: str | None = None  # Jinja source; overrides the GGUF's own
+    template_timeout: float = 2.0  # seconds one chat-template render may take
+    template_max_chars: int = 4_000_000  # rendered prompt (and any string built on the way)
 
     @property
     def effective_threads(self) -> int:
@@ -91,6 +95,10 @@ def parse_options(options: Mapping[str, Any], base_dir: Path) -> LlamaCppOptions
         raise ConfigError("set chat_template or chat_template_file, not both", "chat_template")
     if "chat_template" in options:
         values["chat_template"] = string(options, "chat_template")
+    if "template_timeout" in options:
+        values["template_timeout"] = seconds(options, "template_timeout", positive=True)
+    if "template_max_chars" in options:
+        values["template_max_chars"] = integer(options, "template_max_chars", 1024)
     if "chat_template_file" in options:
         path = Path(os.path.expanduser(string(options, "chat_template_file")))
         path = path if path.is_absolute() else base_dir / path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from backends.base import GenerationRequest
@@ -28,8 +29,7 @@ def build_prompt(
                 "/v1/completions.",
                 "messages",
             )
-        text = template.render(request.messages)
-        return PromptTokens(model.tokenize(text, add_special=False, parse_special=True))
+        return PromptTokens(chat_tokens(model, request, template))
     if request.suffix is not None:
         return _fill_in_the_middle(model, request, model_id)
     if isinstance(request.prompt, str):
@@ -51,6 +51,62 @@ def build_prompt(
         start = model.bos if model.bos >= 0 else model.eos
         return PromptTokens([start], prompt.echo_text, 1)
     return prompt
+
+
+def chat_tokens(model: Model, request: GenerationRequest, template: ChatTemplate) -> list[int]:
+    """Only the template's own markup becomes control tokens: text in a message that
+    spells one (`<|im_end|>`, say) is tokenised as the plain text it is, so a client
+    cannot forge turns or roles. Conversations without such text tokenise exactly as
+    the whole rendered prompt always did (llama.cpp's special-token pass included)."""
+    specials = model.special_texts()
+    messages = request.messages
+    if any(s in (m.name or "") for m in messages for s in specials):
+        raise InvalidRequest("a message 'name' contains a control token's text", "messages")
+    if not any(s in m.content for m in messages for s in specials):
+        return model.tokenize(template.render(messages), add_special=False, parse_special=True)
+    parts = template.render_parts(messages)
+    if parts is None:
+        raise InvalidRequest(
+            "a message contains a control token's text, and this model's chat template "
+            "rewrites message text, so that text cannot be kept apart from the template's "
+            "own markup; remove the control-token text from the messages",
+            "messages",
+        )
+    return tokens_from_parts(model, parts)
+
+
+def tokens_from_parts(model: Model, parts: list[tuple[str, bool]]) -> list[int]:
+    """Tokenise a rendered prompt as llama.cpp's special-token pass would (split at
+    control-token text, tokenise the text between), except that control-token text
+    inside a message's part is left as text. Text runs across the markup/message
+    boundaries, so the tokens there are the same as for the whole prompt."""
+    specials = model.special_texts()
+    pattern = re.compile("|".join(re.escape(s) for s in specials)) if specials else None
+    ids: dict[str, int] = {}
+    tokens: list[int] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            tokens.extend(model.tokenize("".join(run), add_special=False, parse_special=False))
+            run.clear()
+
+    for text, is_message in parts:
+        if is_message or pattern is None:
+            run.append(text)
+            continue
+        pos = 0
+        for match in pattern.finditer(text):
+            run.append(text[pos : match.start()])
+            flush()
+            special = match.group()
+            if special not in ids:
+                ids[special] = model.tokenize(special, add_special=False, parse_special=True)[0]
+            tokens.append(ids[special])
+            pos = match.end()
+        run.append(text[pos:])
+    flush()
+    return tokens
 
 
 def _fill_in_the_middle(model: Model, request: GenerationRequest, model_id: str) -> PromptTokens:

