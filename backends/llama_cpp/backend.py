@@ -74,7 +74,12 @@ class LlamaCppBackend(Backend):
             n_ctx = model.n_ctx_train
         try:
             ctx = native.Context(
-                model, self.opts.parallel, n_ctx, self.opts.n_batch, self.opts.effective_threads
+                model,
+                self.opts.parallel,
+                n_ctx,
+                self.opts.n_batch,
+                self.opts.effective_threads,
+                flash_attn=self.opts.flash_attn,
             )
         except BackendError:
             model.close()
@@ -97,6 +102,7 @@ class LlamaCppBackend(Backend):
             parallel=self.opts.parallel,
             kv_cache_bytes=kv_bytes,
             n_gpu_layers=self.n_gpu_layers,
+            flash_attn=self.opts.flash_attn,
             chat_template="config"
             if self.opts.chat_template
             else ("gguf" if model.chat_template() else None),

@@ -12,12 +12,14 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import llama_cpp
 import numpy as np
 
 from backends.base import SamplingParams
 from backends.errors import BackendError
+from backends.llama_cpp.options import FlashAttn
 
 
 def init_backend() -> None:
@@ -31,6 +33,17 @@ def gpu_offload_supported() -> bool:
 
 def system_info() -> str:
     return (llama_cpp.llama_print_system_info() or b"").decode("utf-8", "replace")
+
+
+# llama_context_params.flash_attn_type; "auto" lets llama.cpp enable it where the
+# device supports it for the model (on CPU: yes).
+FLASH_ATTN_TYPES: Mapping[str, int] = MappingProxyType(
+    {
+        "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
+        "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+        "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +177,10 @@ class Context:
         n_batch: int,
         n_threads: int,
         kv_unified: bool = False,
+        flash_attn: FlashAttn = "auto",
     ) -> None:
         params = llama_cpp.llama_context_default_params()
+        params.flash_attn_type = FLASH_ATTN_TYPES[flash_attn]
         params.n_ctx = n_seq * n_ctx_seq
         n_batch = max(n_batch, n_seq)  # room for the next token of every sequence
         params.n_batch = n_batch

@@ -12,6 +12,7 @@ from backends.errors import ConfigError
 from backends.options import integer, seconds, string
 
 Device = Literal["auto", "cpu", "cuda", "metal"]
+FlashAttn = Literal["auto", "on", "off"]
 SOURCE_KEYS = ("model_path", "hf_repo", "package")
 KNOWN_KEYS = {
     *SOURCE_KEYS,
@@ -29,6 +30,7 @@ KNOWN_KEYS = {
     "chat_template_file",
     "template_timeout",
     "template_max_chars",
+    "flash_attn",
 }
 
 
@@ -52,6 +54,7 @@ class LlamaCppOptions:
     chat_template: str | None = None  # Jinja source; overrides the GGUF's own
     template_timeout: float = 2.0  # seconds one chat-template render may take
     template_max_chars: int = 4_000_000  # rendered prompt (and any string built on the way)
+    flash_attn: FlashAttn = "auto"  # auto: llama.cpp's choice (on where supported)
 
     @property
     def effective_threads(self) -> int:
@@ -111,4 +114,17 @@ def parse_options(options: Mapping[str, Any], base_dir: Path) -> LlamaCppOptions
         if device not in ("auto", "cpu", "cuda", "metal"):
             raise ConfigError("device must be one of auto, cpu, cuda, metal", "device")
         values["device"] = device
+    if "flash_attn" in options:
+        values["flash_attn"] = _flash_attn(options["flash_attn"])
     return LlamaCppOptions(**values)
+
+
+def _flash_attn(value: Any) -> FlashAttn:
+    """"auto", "on" or "off"; TOML's true and false mean on and off."""
+    if value is True or value == "on":
+        return "on"
+    if value is False or value == "off":
+        return "off"
+    if value == "auto":
+        return "auto"
+    raise ConfigError(f"flash_attn must be one of auto, on, off (got {value!r})", "flash_attn")
