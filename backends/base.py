@@ -13,11 +13,13 @@ The shape follows httpx's `AsyncBaseTransport`: a handful of async methods,
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
+
+from backends.errors import InvalidRequest
 
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
@@ -135,6 +137,20 @@ class Capabilities:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenizerInfo:
+    """What a client needs to count and build token ids as the model does (evaluation
+    harnesses, for instance): the special tokens' texts, the chat template, the limits."""
+
+    bos_token: str | None = None
+    eos_token: str | None = None
+    pad_token: str | None = None
+    add_bos_token: bool = False  # whether tokenizing with special tokens adds the BOS
+    chat_template: str | None = None
+    max_model_len: int | None = None
+    vocab_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ModelInfo:
     """What the gateway reports about a loaded model."""
 
@@ -178,6 +194,35 @@ class Backend(abc.ABC):
     def stats(self) -> Mapping[str, Any]:
         """Live numbers for the status endpoint (queue length, busy slots, replicas)."""
         return {}
+
+    # -- tokenizer (optional) -----------------------------------------------------
+    # Backends that hold a tokenizer override these; the defaults refuse with a 400.
+    # Implementations keep the work off the event loop (asyncio.to_thread).
+
+    async def tokenize(
+        self, text: str, add_special: bool = False, parse_special: bool = True
+    ) -> list[int]:
+        """`text`'s token ids: with `add_special`, the tokens the model adds around a
+        prompt (a BOS); with `parse_special`, markup such as "<|im_end|>" becomes its
+        special token. Raise `InvalidRequest` for what cannot be tokenized."""
+        raise self._no_tokenizer()
+
+    async def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of `tokens`, special tokens written out. Raise `InvalidRequest`
+        (param "tokens") for an id outside the vocabulary."""
+        raise self._no_tokenizer()
+
+    async def token_pieces(self, tokens: Sequence[int]) -> list[bytes]:
+        """Each token's own bytes (a piece of a UTF-8 character may be a lone byte)."""
+        raise self._no_tokenizer()
+
+    def tokenizer_info(self) -> TokenizerInfo:
+        raise self._no_tokenizer()
+
+    def _no_tokenizer(self) -> InvalidRequest:
+        return InvalidRequest(
+            f"Tokenization is not supported by the '{self.name}' backend.", "model"
+        )
 
     @abc.abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:

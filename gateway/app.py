@@ -23,6 +23,7 @@ from gateway.handlers.completions import create_completion
 from gateway.handlers.health import health, ready
 from gateway.handlers.models import get_model, list_backends, list_models
 from gateway.handlers.openapi import openapi_json
+from gateway.handlers.tokenize import detokenize, tokenize, tokenizer_info
 from gateway.middleware import ApiKeyAuth, BodyLimit, RequestContext
 from gateway.registry import ModelRegistry
 
@@ -71,6 +72,16 @@ def create_app(
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
         Route("/v1/backends", list_backends, methods=["GET"]),
+        # the served model's tokenizer, at llama.cpp's and vLLM's paths and under /v1
+        *(
+            Route(f"{prefix}{path}", endpoint, methods=[method])
+            for prefix in ("", "/v1")
+            for path, endpoint, method in (
+                ("/tokenize", tokenize, "POST"),
+                ("/detokenize", detokenize, "POST"),
+                ("/tokenizer_info", tokenizer_info, "GET"),
+            )
+        ),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),

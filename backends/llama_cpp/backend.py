@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -18,9 +19,10 @@ from backends.base import (
     GenerationRequest,
     ModelInfo,
     TextDelta,
+    TokenizerInfo,
     Usage,
 )
-from backends.errors import BackendError, ConfigError, ContextLengthExceeded
+from backends.errors import BackendError, ConfigError, ContextLengthExceeded, InvalidRequest
 from backends.llama_cpp import native
 from backends.llama_cpp.chat_template import ChatTemplate
 from backends.llama_cpp.engine import Engine, Sequence
@@ -30,6 +32,7 @@ from backends.llama_cpp.source import resolve_model_file
 from backends.llama_cpp.template_guard import RenderLimits
 
 log = structlog.get_logger("backends.llama_cpp")
+TokenIds = collections.abc.Sequence[int]  # (engine.Sequence is a generation)
 
 REBUILD_HINT = {
     "cuda": "CMAKE_ARGS='-DGGML_CUDA=on'",
@@ -49,6 +52,7 @@ class LlamaCppBackend(Backend):
         self._ctx: native.Context | None = None
         self._engine: Engine | None = None
         self._template: ChatTemplate | None = None
+        self._template_source: str | None = None
         self._details: dict[str, Any] = {"file": model_file.name}
 
     @classmethod
@@ -86,6 +90,7 @@ class LlamaCppBackend(Backend):
             raise
         self._model, self._ctx, self._n_ctx = model, ctx, n_ctx
         source = self.opts.chat_template or model.chat_template()
+        self._template_source = source or None
         if source:
             self._template = ChatTemplate(
                 source,
@@ -199,6 +204,53 @@ class LlamaCppBackend(Backend):
         if self._model is None:
             raise BackendError(f"model {self.model_id!r} is not loaded")
         return build_prompt(self._model, request, self._template, self.model_id).tokens
+
+    # -- tokenizer ----------------------------------------------------------------
+
+    def _loaded_model(self) -> native.Model:
+        if self._model is None:
+            raise BackendError(f"model {self.model_id!r} is not loaded")
+        return self._model
+
+    def _check_ids(self, model: native.Model, tokens: TokenIds) -> None:
+        bad = next((t for t in tokens if not 0 <= t < model.n_vocab), None)
+        if bad is not None:
+            raise InvalidRequest(
+                f"token id {bad} is outside this model's vocabulary (0..{model.n_vocab - 1})",
+                "tokens",
+            )
+
+    async def tokenize(
+        self, text: str, add_special: bool = False, parse_special: bool = True
+    ) -> list[int]:
+        model = self._loaded_model()
+        return await asyncio.to_thread(model.tokenize, text, add_special, parse_special)
+
+    async def detokenize(self, tokens: TokenIds) -> str:
+        model = self._loaded_model()
+        self._check_ids(model, tokens)
+        return await asyncio.to_thread(model.detokenize, tokens)
+
+    async def token_pieces(self, tokens: TokenIds) -> list[bytes]:
+        model = self._loaded_model()
+        self._check_ids(model, tokens)
+        return await asyncio.to_thread(lambda: [model.piece(t, special=True) for t in tokens])
+
+    def tokenizer_info(self) -> TokenizerInfo:
+        model = self._loaded_model()
+
+        def text(token: int) -> str | None:
+            return model.token_text(token) if 0 <= token < model.n_vocab else None
+
+        return TokenizerInfo(
+            bos_token=text(model.bos),
+            eos_token=text(model.eos),
+            pad_token=text(model.pad),
+            add_bos_token=model.add_bos,
+            chat_template=self._template_source,
+            max_model_len=self._n_ctx,
+            vocab_size=model.n_vocab,
+        )
 
 
 def gpu_layers_for(opts: LlamaCppOptions) -> int:

@@ -69,6 +69,8 @@ class Model:
         self.size_bytes = int(llama_cpp.llama_model_size(self._ptr))
         self.bos = int(llama_cpp.llama_vocab_bos(self._vocab))
         self.eos = int(llama_cpp.llama_vocab_eos(self._vocab))
+        self.pad = int(llama_cpp.llama_vocab_pad(self._vocab))
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
 
     @property
     def ptr(self) -> llama_cpp.llama_model_p:
