@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator, Callable
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.config import GatewayConfig
+from gateway.drain import Drain
+from gateway.edge import edge_middleware
 from gateway.errors import APIError
 from gateway.handlers.chat import create_chat_completion
 from gateway.handlers.common import error_response
@@ -24,7 +25,6 @@ from gateway.handlers.health import health, ready
 from gateway.handlers.models import get_model, list_backends, list_models
 from gateway.handlers.openapi import openapi_json
 from gateway.handlers.tokenize import detokenize, tokenize, tokenizer_info
-from gateway.middleware import ApiKeyAuth, BodyLimit, RequestContext
 from gateway.registry import ModelRegistry
 
 log = structlog.get_logger("gateway.app")
@@ -42,12 +42,13 @@ def create_app(
     """`models` is built from `config` when not given. `on_fatal` is called when a model
     fails to load; the CLI uses it to stop the server with an error."""
     registry = models if models is not None else ModelRegistry.from_config(config)
+    drain = Drain()  # the server ends requests through it at shutdown (gateway/server.py)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         loader = asyncio.create_task(registry.load_all(on_fatal))
         try:
-            yield {"registry": registry, "limits": config.limits}
+            yield {"registry": registry, "limits": config.limits, "drain": drain}
         finally:
             loader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -86,14 +87,12 @@ def create_app(
         Route("/ready", ready, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
-    middleware = [
-        Middleware(RequestContext),
-        Middleware(ApiKeyAuth, keys=config.server.api_keys),
-        Middleware(BodyLimit, max_bytes=config.server.max_body_bytes),
-    ]
-    return Starlette(
+    middleware = edge_middleware(config.server, drain)
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},
     )
+    app.state.drain = drain
+    return app

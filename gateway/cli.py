@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 
 import structlog
-import uvicorn
 
 from gateway import __version__
 from gateway.app import create_app
 from gateway.config import ConfigFileError, load_config
 from gateway.logs import configure_logging
 from gateway.registry import ModelRegistry
+from gateway.server import GatewayServer, build_server
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     exit_code = 0
-    uv_server: uvicorn.Server | None = None
+    uv_server: GatewayServer | None = None
 
     def on_fatal(message: str) -> None:
         nonlocal exit_code
@@ -63,18 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             uv_server.should_exit = True
 
     app = create_app(config, models, on_fatal)
-    uv_config = uvicorn.Config(
-        app,
-        host=args.host or server.host,
-        port=args.port if args.port is not None else server.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
-    uv_server = uvicorn.Server(uv_config)
-    log.info(
-        "starting", host=uv_config.host, port=uv_config.port, models=[m.id for m in models.models]
-    )
+    host = args.host or server.host
+    port = args.port if args.port is not None else server.port
+    uv_server = build_server(app, server, host, port)
+    log.info("starting", host=host, port=port, models=[m.id for m in models.models])
     uv_server.run()
     return exit_code or (0 if uv_server.started else 1)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from gateway.edge_config import EDGE_KEYS, parse_edge
 from gateway.limits import LimitsSettings, parse_limits
 
 LOG_FORMATS = ("auto", "json", "console")
@@ -34,6 +35,15 @@ class ServerSettings:
     log_level: str = "info"
     api_keys: tuple[str, ...] = ()
     max_body_bytes: int = 4 * 1024 * 1024
+    # the HTTP edge (gateway/edge_config.py reads these keys)
+    allowed_hosts: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    max_header_bytes: int = 64 * 1024
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 60.0
+    keep_alive_seconds: float = 5.0
+    max_connections: int = 1024
+    shutdown_grace_seconds: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +115,7 @@ def parse_config(raw: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> 
 def _parse_server(raw: Any, fail: Any) -> ServerSettings:
     if not isinstance(raw, dict):
         raise fail("server", "must be a table")
-    known = {"host", "port", "log_format", "log_level", "api_keys", "max_body_bytes"}
+    known = {"host", "port", "log_format", "log_level", "api_keys", "max_body_bytes", *EDGE_KEYS}
     extra = sorted(set(raw) - known)
     if extra:
         raise fail(f"server.{extra[0]}", f"unknown key (known: {', '.join(sorted(known))})")
@@ -130,6 +140,7 @@ def _parse_server(raw: Any, fail: Any) -> ServerSettings:
         if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
             raise fail("server.api_keys", "must be a list of non-empty strings")
         values["api_keys"] = tuple(keys)
+    values.update(parse_edge(raw, fail))
     return ServerSettings(**values)
 
 

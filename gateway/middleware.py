@@ -16,6 +16,8 @@ from gateway.errors import APIError
 
 log = structlog.get_logger("gateway.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+PROTECTED_EXACT = frozenset({"/v1", "/tokenize", "/detokenize", "/tokenizer_info"})
 
 
 @dataclass
@@ -28,6 +30,7 @@ class AccessRecord:
     completion_tokens: int | None = None
     ttft_ms: float | None = None
     error: str | None = None
+    cancelled: bool | None = None  # the client left first: logged with status 499
 
 
 def access_record(scope: Scope) -> AccessRecord:
@@ -37,13 +40,40 @@ def access_record(scope: Scope) -> AccessRecord:
     return record
 
 
-async def send_error(send: Send, error: APIError, request_id: str | None = None) -> None:
-    body = json.dumps(error.body()).encode()
+def error_bytes(error: APIError) -> bytes:
+    """The envelope as JSON, ASCII only, so that no text in it can fail to encode."""
+    return json.dumps(error.body(), ensure_ascii=True).encode()
+
+
+async def send_error(
+    send: Send, error: APIError, extra_headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = error_bytes(error)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     for name, value in (error.headers or {}).items():
         headers.append((name.encode(), value.encode()))
+    headers.extend(extra_headers or ())
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def loggable(value: object, limit: int = 2000) -> object:
+    """A log field that cannot break a log line: lone surrogates and control characters
+    escaped, long text cut."""
+    if not isinstance(value, str):
+        return value
+    text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+INTERNAL_ERROR = APIError(
+    500,
+    "The server had an error while processing your request. Sorry about that!",
+    "server_error",
+    None,
+    "internal_error",
+)
 
 
 class RequestContext:
@@ -77,16 +107,45 @@ class RequestContext:
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 await self.app(scope, receive, send_with_id)
+            except Exception as exc:
+                # Whatever failed below (a handler's error path, another middleware),
+                # the client gets an envelope with its request id, never text/plain.
+                log.error("request failed", exc_info=exc, error_type=type(exc).__name__)
+                record.error = record.error or "internal_error"
+                if not status:
+                    await send_with_id(_start(INTERNAL_ERROR))
+                    await send_with_id(
+                        {"type": "http.response.body", "body": error_bytes(INTERNAL_ERROR)}
+                    )
             finally:
-                fields = {k: v for k, v in asdict(record).items() if v is not None}
-                log.info(
-                    "request",
-                    method=scope["method"],
-                    path=scope["path"],
-                    status=status or 499,
-                    total_ms=round((time.perf_counter() - started) * 1000, 1),
-                    **fields,
-                )
+                self._log(scope, record, status, started)
+
+    @staticmethod
+    def _log(scope: Scope, record: AccessRecord, status: int, started: float) -> None:
+        try:
+            fields = {k: loggable(v) for k, v in asdict(record).items() if v is not None}
+            log.info(
+                "request",
+                method=loggable(scope["method"]),
+                path=loggable(scope["path"]),
+                status=499 if record.cancelled else (status or 499),
+                total_ms=round((time.perf_counter() - started) * 1000, 1),
+                **fields,
+            )
+        except Exception as exc:  # a log line must never take a response down with it
+            log.error("access log line failed", error_type=type(exc).__name__)
+
+
+def _start(error: APIError) -> Message:
+    body = error_bytes(error)
+    return {
+        "type": "http.response.start",
+        "status": error.status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
 
 
 class BodyLimit:
@@ -126,22 +185,39 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
+def is_authorized(scope: Scope) -> bool:
+    """Whether the request carried a valid API key, or none is needed (set by
+    `ApiKeyAuth`; False if that middleware did not run)."""
+    return bool(scope.get("state", {}).get("authorized", False))
+
+
+def is_protected(path: str) -> bool:
+    return path.startswith("/v1/") or path in PROTECTED_EXACT
+
+
 class ApiKeyAuth:
-    """When keys are configured, `/v1/*` needs `Authorization: Bearer <key>`."""
+    """When keys are configured, `/v1/*`, `/tokenize` and `/detokenize` need
+    `Authorization: Bearer <key>`. Every request is marked authorized or not, for the
+    endpoints that show more to a client with a key (`/ready`)."""
 
     def __init__(self, app: ASGIApp, keys: tuple[str, ...]) -> None:
         self.app = app
         self.keys = tuple(k.encode() for k in keys)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or not scope["path"].startswith("/v1/"):
-            await self.app(scope, receive, send)
-            return
+    def _valid(self, scope: Scope) -> bool:
         header = dict(scope["headers"]).get(b"authorization", b"")
         scheme, _, token = header.partition(b" ")
-        if scheme.lower() == b"bearer" and any(
+        return scheme.lower() == b"bearer" and any(
             secrets.compare_digest(token.strip(), k) for k in self.keys
-        ):
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        authorized = not self.keys or self._valid(scope)
+        scope.setdefault("state", {})["authorized"] = authorized
+        if authorized or not is_protected(scope["path"]):
             await self.app(scope, receive, send)
             return
         await send_error(

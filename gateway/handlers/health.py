@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.handlers.common import registry
+from gateway.middleware import is_authorized
 
 
 async def health(request: Request) -> Response:
@@ -33,4 +34,8 @@ async def ready(request: Request) -> Response:
     body: dict[str, Any] = {"status": "ready" if ok else "not_ready", "models": models}
     if replicas:
         body["replicas"] = replicas
+    if not is_authorized(request.scope):
+        # With API keys set, a client without one learns only ready or not: models,
+        # replicas, upstream URLs and errors are for key holders.
+        body = {"status": body["status"]}
     return JSONResponse(body, status_code=200 if ok else 503)

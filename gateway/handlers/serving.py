@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 import structlog
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -29,6 +28,7 @@ from gateway.generation import (
 from gateway.handlers.common import registry
 from gateway.middleware import AccessRecord, access_record
 from gateway.openai.common import fingerprint
+from gateway.sse import EventStream
 
 log = structlog.get_logger("gateway.serving")
 
@@ -68,9 +68,7 @@ async def serve_call(request: Request, call: Call, make_encoder: EncoderFactory)
         request.receive, open_choices(backend, call.requests(request.state.request_id))
     )
     if call.stream:
-        return EventSourceResponse(
-            _sse(call, streams, encoder, first_token, record), sep="\n", ping=15
-        )
+        return EventStream(_sse(call, streams, encoder, first_token, record), ping_seconds=15)
     outcomes = await unless_disconnected(request.receive, collect(streams, first_token))
     usage = total_usage([o.usage for o in outcomes], call.per_prompt)
     _account(record, usage, first_token)
