@@ -107,7 +107,7 @@ class Gateway:
     def why_it_exited(self) -> str:
         """The last error line of the log, with this run's folder left out."""
         lines = self.log_tail(20_000).splitlines()
-        wanted = [x for x in lines if "error" in x.lower() or x.startswith("gateway:")]
+        wanted = [x for x in lines if '"level": "error"' in x or x.startswith("gateway:")]
         line = (wanted or lines or [""])[-1]
         return line.replace(str(self.log.parent) + "/", "")[:200]
 
