@@ -17,6 +17,8 @@ from typing import Any
 
 from gateway.edge_config import EDGE_KEYS, parse_edge
 from gateway.limits import LimitsSettings, parse_limits
+from gateway.metrics_config import MetricsSettings, parse_metrics
+from gateway.routing.config import RouteConfig, parse_routes
 
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -51,6 +53,7 @@ class ModelConfig:
     id: str
     backend: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    hidden: bool = False  # served only through routes: not listed, not addressable
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,8 @@ class GatewayConfig:
     models: tuple[ModelConfig, ...]
     path: Path | None = None
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    routes: tuple[RouteConfig, ...] = ()
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def base_dir(self) -> Path:
@@ -80,9 +85,12 @@ def parse_config(raw: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> 
     def fail(key: str, problem: str) -> ConfigFileError:
         return ConfigFileError(f"{path}: {key}: {problem}")
 
-    unknown = sorted(set(raw) - {"server", "models", "limits"})
+    unknown = sorted(set(raw) - {"server", "models", "limits", "routes", "metrics"})
     if unknown:
-        raise fail(unknown[0], "unknown section (expected [server], [limits] and [[models]])")
+        raise fail(
+            unknown[0],
+            "unknown section (expected [server], [limits], [metrics], [[models]], [[routes]])",
+        )
     server = _parse_server(raw.get("server", {}), fail)
     server = _apply_env(server, env, fail)
     models_raw = raw.get("models")
@@ -93,9 +101,9 @@ def parse_config(raw: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> 
         key = f"models[{i}]"
         if not isinstance(entry, dict):
             raise fail(key, "must be a table")
-        extra = sorted(set(entry) - {"id", "backend", "options"})
+        extra = sorted(set(entry) - {"id", "backend", "options", "hidden"})
         if extra:
-            raise fail(f"{key}.{extra[0]}", "unknown key (expected id, backend, options)")
+            raise fail(f"{key}.{extra[0]}", "unknown key (expected id, backend, options, hidden)")
         model_id = entry.get("id")
         if not isinstance(model_id, str) or not MODEL_ID.match(model_id):
             raise fail(f"{key}.id", "must be a model id of letters, digits and ._:/@+-")
@@ -107,9 +115,14 @@ def parse_config(raw: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> 
         options = entry.get("options", {})
         if not isinstance(options, dict):
             raise fail(f"{key}.options", "must be a table")
-        models.append(ModelConfig(model_id, backend, options))
+        hidden = entry.get("hidden", False)
+        if not isinstance(hidden, bool):
+            raise fail(f"{key}.hidden", "must be true or false")
+        models.append(ModelConfig(model_id, backend, options, hidden))
     limits = parse_limits(raw.get("limits", {}), fail)
-    return GatewayConfig(server, tuple(models), path, limits)
+    routes = parse_routes(raw.get("routes"), [m.id for m in models], fail)
+    metrics = parse_metrics(raw.get("metrics", {}), fail)
+    return GatewayConfig(server, tuple(models), path, limits, routes, metrics)
 
 
 def _parse_server(raw: Any, fail: Any) -> ServerSettings:

@@ -1,0 +1,125 @@
+"""Prometheus metrics, one registry per app (never prometheus-client's global one).
+
+Names follow the OpenTelemetry GenAI semantic conventions in Prometheus spelling
+(`gen_ai.server.time_to_first_token` -> `gen_ai_server_time_to_first_token_seconds`).
+Labels are what the client asked for (`model`: a route or model id), the experiment's
+`variant` ("" outside experiments), the model that served it (`served_by`), the
+`operation` (completion / chat) and `stream`; never a user, key or session value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+CALL_LABELS = ("model", "variant", "served_by", "operation", "stream")
+# CPU prefill of a long prompt takes minutes: the buckets reach 600 s.
+LATENCY_BUCKETS = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 600.0,
+)
+PER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+TOKEN_BUCKETS = tuple(float(4**i) for i in range(12))  # 1 .. 4,194,304
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSample:
+    """One model's backend as the scrape sees it."""
+
+    model: str
+    up: bool
+    slots_busy: int | None = None
+    queue_depth: int | None = None
+
+
+class _BackendCollector(Collector):
+    """Reads the backends' state at scrape time, so it is never stale."""
+
+    def __init__(self, sample: Callable[[], Iterable[BackendSample]]) -> None:
+        self._sample = sample
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily(
+            "gateway_backend_up", "1 when the model can serve now", labels=["model"]
+        )
+        busy = GaugeMetricFamily(
+            "gateway_backend_slots_busy", "sequences being generated", labels=["model"]
+        )
+        queue = GaugeMetricFamily(
+            "gateway_backend_queue_depth", "sequences waiting for a slot", labels=["model"]
+        )
+        for s in self._sample():
+            up.add_metric([s.model], 1.0 if s.up else 0.0)
+            if s.slots_busy is not None:
+                busy.add_metric([s.model], float(s.slots_busy))
+            if s.queue_depth is not None:
+                queue.add_metric([s.model], float(s.queue_depth))
+        return [up, busy, queue]
+
+
+class GatewayMetrics:
+    def __init__(self, backends: Callable[[], Iterable[BackendSample]] | None = None) -> None:
+        self.registry = r = CollectorRegistry()
+        self.ttft = Histogram(
+            "gen_ai_server_time_to_first_token_seconds",
+            "Time to the first generated token",
+            CALL_LABELS, registry=r, buckets=LATENCY_BUCKETS,
+        )
+        self.time_per_token = Histogram(
+            "gen_ai_server_time_per_output_token_seconds",
+            "Time per generated token after the first",
+            CALL_LABELS, registry=r, buckets=PER_TOKEN_BUCKETS,
+        )
+        self.duration = Histogram(
+            "gen_ai_server_request_duration_seconds",
+            "Time from the request to its last byte",
+            CALL_LABELS, registry=r, buckets=LATENCY_BUCKETS,
+        )
+        self.tokens = Histogram(
+            "gen_ai_client_token_usage",
+            "Tokens per request, by type (input, output)",
+            (*CALL_LABELS, "token_type"), registry=r, buckets=TOKEN_BUCKETS,
+        )
+        self.requests = Counter(
+            "gateway_requests",
+            "Generation requests by outcome",
+            (*CALL_LABELS, "status_class", "error_type"), registry=r,
+        )
+        self.cancelled = Counter(
+            "gateway_requests_cancelled",
+            "Generation requests the client left before their end",
+            CALL_LABELS, registry=r,
+        )
+        self.inflight = Gauge(
+            "gateway_inflight_requests", "Generation requests being served", ("model",), registry=r
+        )
+        self.fallbacks = Counter(
+            "gateway_fallbacks",
+            "Requests served by a later candidate because an earlier one failed first",
+            ("model", "from", "to"), registry=r,
+        )
+        self.shadow = Counter(
+            "gateway_shadow",
+            "Shadow copies by result (ok, dropped, error, mismatch)",
+            ("model", "shadow", "result"), registry=r,
+        )
+        self.shadow_duration = Histogram(
+            "gateway_shadow_request_duration_seconds",
+            "Duration of the primary and of its shadow copy, for comparison",
+            ("model", "shadow", "role"), registry=r, buckets=LATENCY_BUCKETS,
+        )
+        self.assignments = Counter(
+            "gateway_experiment_assignments",
+            "Requests assigned to each variant, and how (hash, override, unit_missing, request)",
+            ("experiment", "variant", "assignment"), registry=r,
+        )
+        if backends is not None:
+            r.register(_BackendCollector(backends))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
