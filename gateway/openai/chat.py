@@ -284,9 +284,12 @@ class ChatEncoder:
         ]
 
     def delta(self, index: int, event: TextDelta) -> dict[str, Any] | None:
-        if not event.text:
+        logprobs = self._logprobs(event.logprobs)
+        # A token whose text is held back (part of a UTF-8 character, a possible stop
+        # string) still gets its log-prob entry, in a chunk with empty content.
+        if not event.text and not (logprobs and logprobs["content"]):
             return None
-        return self._chunk(index, {"content": event.text}, self._logprobs(event.logprobs), None)
+        return self._chunk(index, {"content": event.text}, logprobs, None)
 
     def finish(self, index: int, event: Finished) -> dict[str, Any]:
         return self._chunk(index, {}, None, event.finish_reason)

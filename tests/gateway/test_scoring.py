@@ -212,3 +212,30 @@ def test_top_logprobs_always_have_as_many_keys_as_asked(client: openai.OpenAI) -
     assert tops[0] is None
     assert all(len(top) == 5 for top in tops[1:])
     assert any("\ufffd" in top for top in tops[1:])
+
+
+def test_chat_stream_lists_every_token_of_split_characters(client: openai.OpenAI) -> None:
+    """An emoji is several byte tokens whose text is held back until the character is
+    whole: a stream still carries each token's entry (in chunks with empty content)."""
+    kw: dict[str, Any] = {
+        "model": SMOL_ID,
+        "messages": [{"role": "user", "content": "Reply with three smiley emoji: 😀😀😀"}],
+        "max_tokens": 12,
+        "temperature": 0,
+        "logprobs": True,
+        "top_logprobs": 1,
+    }
+    plain = client.chat.completions.create(**kw)
+    assert plain.choices[0].logprobs is not None and plain.choices[0].logprobs.content
+    expected = [e.token for e in plain.choices[0].logprobs.content]
+    assert plain.choices[0].finish_reason == "length"
+    assert plain.usage is not None and len(expected) == plain.usage.completion_tokens == 12
+    streamed: list[str] = []
+    texts: list[str] = []
+    for chunk in client.chat.completions.create(stream=True, **kw):
+        if chunk.choices and chunk.choices[0].logprobs is not None:
+            streamed += [e.token for e in chunk.choices[0].logprobs.content or []]
+            texts.append(chunk.choices[0].delta.content or "")
+    assert streamed == expected
+    assert "".join(texts) == plain.choices[0].message.content
+    assert "" in texts  # some tokens came before their character was whole
