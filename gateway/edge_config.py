@@ -46,8 +46,9 @@ def parse_edge(raw: dict[str, Any], fail: Callable[[str, str], Exception]) -> di
                 if key == "allowed_hosts"
                 else (ORIGIN, '"https://app.example.com" (scheme://host[:port]) or "*"')
             )
-            for item in items:
-                if not (item == "*" or pattern.match(item.lower())):
+            normal = tuple(i.lower().rstrip("/") for i in items)
+            for item, norm in zip(items, normal, strict=True):
+                if not (norm == "*" or pattern.match(norm)):
                     raise fail(f"server.{key}", f"{item!r} is not valid; write e.g. {example}")
-            values[key] = tuple(i.lower().rstrip("/") for i in items)
+            values[key] = normal
     return values

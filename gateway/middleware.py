@@ -110,13 +110,14 @@ class RequestContext:
             except Exception as exc:
                 # Whatever failed below (a handler's error path, another middleware),
                 # the client gets an envelope with its request id, never text/plain.
-                log.error("request failed", exc_info=exc, error_type=type(exc).__name__)
                 record.error = record.error or "internal_error"
-                if not status:
-                    await send_with_id(_start(INTERNAL_ERROR))
-                    await send_with_id(
-                        {"type": "http.response.body", "body": error_bytes(INTERNAL_ERROR)}
-                    )
+                if status:
+                    raise  # half a response: the server must cut the connection
+                log.error("request failed", exc_info=exc, error_type=type(exc).__name__)
+                await send_with_id(_start(INTERNAL_ERROR))
+                await send_with_id(
+                    {"type": "http.response.body", "body": error_bytes(INTERNAL_ERROR)}
+                )
             finally:
                 self._log(scope, record, status, started)
 
