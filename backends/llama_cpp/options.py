@@ -45,7 +45,7 @@ class LlamaCppOptions:
     package_file: str = "*.gguf"
     # engine
     n_ctx: int = 2048  # context window of each sequence
-    threads: int = 0  # 0: all cores
+    threads: int = 0  # 0: all cores but one (at least one)
     device: Device = "auto"
     n_gpu_layers: int = -1  # -1: all layers when offloading
     parallel: int = 4  # sequences decoded together
@@ -58,7 +58,19 @@ class LlamaCppOptions:
 
     @property
     def effective_threads(self) -> int:
-        return self.threads or os.cpu_count() or 1
+        """ggml's decode threads meet at spinning barriers after every operation: when
+        one of them is preempted (another busy process on the machine), all of them
+        wait. One core left free keeps a shared machine from collapsing the speed."""
+        return self.threads or default_threads()
+
+
+def default_threads() -> int:
+    """The cores this process may run on, minus one, and at least one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 def parse_options(options: Mapping[str, Any], base_dir: Path) -> LlamaCppOptions:
