@@ -8,11 +8,13 @@ Python objects and the gateway's own errors only.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import random
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
+from types import MappingProxyType, TracebackType
 
 import llama_cpp
 import numpy as np
@@ -53,6 +55,57 @@ class FimTokens:
     middle: int
 
 
+class LoadLog:
+    """Collects what llama.cpp logs at warning and error level while a model loads, so
+    that a failed load can say why. llama-cpp-python's own log callback is put back
+    afterwards (the callback is process-wide, so loads must not overlap)."""
+
+    # ggml_log_level: 3 warning, 4 error, 5 continues the previous message
+    WARN, ERROR, CONT = 3, 4, 5
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[int, str]] = []
+        self._last = 0
+        self._callback = llama_cpp.llama_log_callback(self._on_log)
+
+    def _on_log(self, level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        message = text.decode("utf-8", "replace")
+        if level == self.CONT:
+            if self.lines and self._last in (self.WARN, self.ERROR):
+                self.lines[-1] = (self._last, self.lines[-1][1] + message)
+            return
+        self._last = level
+        if level in (self.WARN, self.ERROR) and len(self.lines) < 200:
+            self.lines.append((level, message))
+
+    def __enter__(self) -> LoadLog:
+        llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            original = importlib.import_module("llama_cpp._logger").llama_log_callback
+        except (ImportError, AttributeError):
+            original = None  # llama.cpp's default: print to stderr
+        llama_cpp.llama_log_set(original, ctypes.c_void_p(0))
+
+    def reason(self, path: Path) -> str | None:
+        """What llama.cpp said went wrong, without file paths (clients may see it)."""
+        errors = [text.strip() for level, text in self.lines if level == self.ERROR]
+        marker = "error loading model: "
+        text = next((e for e in errors if marker in e), errors[0] if errors else None)
+        if text is None:
+            return None
+        # "llama_model_load: error loading model: unknown model architecture: 'x'"
+        text = text.rsplit(marker, 1)[-1].replace(str(path), path.name)
+        return re.sub(r"(?:[A-Za-z]:)?[\\/][^\s'\"]*[\\/]([^\s'\"/\\]+)", r"\1", text)[:300]
+
+
 class Model:
     """Weights and vocabulary, loaded once and shared by every sequence."""
 
@@ -60,9 +113,14 @@ class Model:
         init_backend()
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
-        self._ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        with LoadLog() as load_log:
+            self._ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not self._ptr:
-            raise BackendError(f"llama.cpp could not load the model file {path.name!r}")
+            why = load_log.reason(path)
+            raise BackendError(
+                f"llama.cpp could not load the model file {path.name!r}"
+                + (f": {why}" if why else "")
+            )
         self._vocab = llama_cpp.llama_model_get_vocab(self._ptr)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(self._ptr))
