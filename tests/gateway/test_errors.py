@@ -152,7 +152,7 @@ def test_body_over_the_limit_is_413(faulty_server: ThreadedServer) -> None:
     r = httpx.post(
         f"{faulty_server.base_url}/v1/completions",
         content=chunks(),
-        headers={"authorization": "Bearer sk-test"},
+        headers={"authorization": "Bearer sk-test", "content-type": "application/json"},
     )
     assert_envelope(r, 413, code="request_too_large")
 
