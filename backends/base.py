@@ -136,6 +136,44 @@ class Capabilities:
     features: frozenset[str] = frozenset()
 
 
+HealthState = Literal["ready", "unavailable", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Whether a loaded backend can serve now. `unavailable` may pass (a remote upstream
+    with no healthy replica for the moment); `failed` will not (the engine died): its
+    model answers 503 until the gateway is restarted. `reason` is shown to clients, so
+    it must be safe to show (no paths, no tracebacks)."""
+
+    state: HealthState = "ready"
+    reason: str | None = None
+
+
+class Admission:
+    """One API call's claim on a backend for all of its sequences at once (`n`,
+    `best_of`, prompt lists), made by `Backend.admit` before any work starts. The
+    call starts its sequences through `generate` and calls `release` once they have
+    all started, giving back what a sequence did not use (one that failed first).
+
+    `prompt_tokens` is how many prompt tokens each started sequence put before the
+    model, in the order `generate` was called (None while unknown): with the counts of
+    the events seen, it accounts for calls that end early. This default claims
+    nothing and knows nothing; a backend with a bounded queue overrides it."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        return self.backend.generate(request)
+
+    def release(self) -> None:
+        return None
+
+    def prompt_tokens(self) -> list[int | None]:
+        return []
+
+
 @dataclass(frozen=True, slots=True)
 class TokenizerInfo:
     """What a client needs to count and build token ids as the model does (evaluation
@@ -194,6 +232,15 @@ class Backend(abc.ABC):
     def stats(self) -> Mapping[str, Any]:
         """Live numbers for the status endpoint (queue length, busy slots, replicas)."""
         return {}
+
+    def health(self) -> Health:
+        """Whether the loaded backend can serve now (cheap: /ready asks on every call)."""
+        return Health()
+
+    def admit(self, count: int) -> Admission:
+        """Reserve room for `count` sequences of one call, all or none, before any of
+        them does work; raise `backends.errors.Overloaded` when they do not fit."""
+        return Admission(self)
 
     # -- tokenizer (optional) -----------------------------------------------------
     # Backends that hold a tokenizer override these; the defaults refuse with a 400.

@@ -14,6 +14,7 @@ from typing import TypeVar
 from starlette.types import Receive
 
 from backends.base import (
+    Admission,
     Backend,
     Finished,
     GenerationEvent,
@@ -30,19 +31,63 @@ class ClientDisconnected(Exception):
     """The client closed the connection before the response was complete."""
 
 
+class Tally:
+    """The tokens a call's choices have consumed so far, for its access line, also
+    when the call ends early (the client left): completion tokens as their events
+    pass, prompt tokens from each choice's `Finished` or, before that, from what the
+    backend's admission knows. Prompts count once however many choices share them."""
+
+    def __init__(self, per_prompt: int = 1) -> None:
+        self.per_prompt = per_prompt
+        self.admission: Admission | None = None
+        self._completion: dict[int, int] = {}
+        self._finished: dict[int, Usage] = {}
+
+    def seen(self, index: int, event: GenerationEvent) -> None:
+        if isinstance(event, Finished):
+            self._finished[index] = event.usage
+        elif not event.is_prompt:
+            self._completion[index] = self._completion.get(index, 0) + len(event.token_ids)
+
+    def usage(self) -> tuple[int | None, int]:
+        """(prompt tokens, None when no choice's is known yet; completion tokens)."""
+        known = self.admission.prompt_tokens() if self.admission is not None else []
+        count = max([len(known), *(i + 1 for i in (*self._completion, *self._finished))])
+        prompt: int | None = None
+        completion = 0
+        for i in range(count):
+            finished = self._finished.get(i)
+            if finished is not None:
+                p, c = finished.prompt_tokens, finished.completion_tokens
+            else:
+                p = known[i] if i < len(known) else None
+                c = self._completion.get(i, 0)
+            if p is not None and i % self.per_prompt == 0:
+                prompt = (prompt or 0) + p
+            completion += c
+        return prompt, completion
+
+
 @dataclass
 class ChoiceStream:
     index: int
     first: GenerationEvent
     rest: AsyncIterator[GenerationEvent]
+    tally: Tally | None = None
 
     async def events(self) -> AsyncIterator[GenerationEvent]:
         async with contextlib.aclosing(self.rest):
+            self._count(self.first)
             yield self.first
             if isinstance(self.first, Finished):
                 return
             async for event in self.rest:
+                self._count(event)
                 yield event
+
+    def _count(self, event: GenerationEvent) -> None:
+        if self.tally is not None:
+            self.tally.seen(self.index, event)
 
 
 @dataclass
@@ -76,18 +121,31 @@ class FirstToken:
 
 
 async def open_choices(
-    backend: Backend, requests: Sequence[GenerationRequest]
+    backend: Backend, requests: Sequence[GenerationRequest], tally: Tally | None = None
 ) -> list[ChoiceStream]:
     """Start every generation and wait for each one's first event, so that a bad request
-    fails as a whole with a proper status before anything is sent."""
-    gens = [backend.generate(r) for r in requests]
-    firsts = await asyncio.gather(*(anext(g) for g in gens), return_exceptions=True)
+    fails as a whole with a proper status before anything is sent.
+
+    Room for every choice is claimed at once first (`Backend.admit`): a call that does
+    not fit is refused (429) before any prompt is tokenised, and a burst of calls sees
+    exactly the backend's capacity admitted. `tally`, if given, counts their tokens."""
+    admission = backend.admit(len(requests))
+    if tally is not None:
+        tally.admission = admission
+    gens = [admission.generate(r) for r in requests]
+    try:
+        firsts = await asyncio.gather(*(anext(g) for g in gens), return_exceptions=True)
+    except BaseException:  # cancelled (the client left): stop the ones that started
+        await asyncio.gather(*(g.aclose() for g in gens), return_exceptions=True)
+        raise
+    finally:
+        admission.release()  # every choice has started (or failed): give back the rest
     failure = next((f for f in firsts if isinstance(f, BaseException)), None)
     if failure is not None:
         await asyncio.gather(*(g.aclose() for g in gens), return_exceptions=True)
         raise failure
     return [
-        ChoiceStream(i, first, gen)  # type: ignore[arg-type]
+        ChoiceStream(i, first, gen, tally)  # type: ignore[arg-type]
         for i, (first, gen) in enumerate(zip(firsts, gens, strict=True))
     ]
 

@@ -12,7 +12,7 @@ from typing import Literal
 import structlog
 
 from backends.base import Backend
-from backends.errors import BackendError, ConfigError
+from backends.errors import BackendError, ConfigError, InvalidRequest
 from backends.registry import load_backend_class
 from gateway.config import ConfigFileError, GatewayConfig
 from gateway.errors import APIError, model_not_found
@@ -26,8 +26,23 @@ class ServedModel:
     id: str
     backend: Backend
     state: State = "loading"
-    error: str | None = None
+    error: str | None = None  # why it failed, safe to show to clients
+    failed_while_serving: bool = False  # loaded, then its backend failed (not the load)
     created: int = field(default_factory=lambda: int(time.time()))
+
+    def current_state(self) -> str:
+        """loading / failed / ready, or `unavailable` while a loaded backend says it
+        cannot serve for now. A backend whose health turns `failed` (its engine died)
+        is marked failed for good: the gateway must be restarted."""
+        if self.state != "ready":
+            return self.state
+        health = self.backend.health()
+        if health.state == "failed":
+            self.state, self.error = "failed", health.reason or "the backend failed"
+            self.failed_while_serving = True
+            log.error("model failed while serving", model=self.id, error=self.error)
+            return self.state
+        return health.state
 
 
 class ModelRegistry:
@@ -52,17 +67,20 @@ class ModelRegistry:
 
     @property
     def models(self) -> list[ServedModel]:
+        for model in self._models.values():
+            model.current_state()  # notice an engine that died since the last look
         return list(self._models.values())
 
     @property
     def ready(self) -> bool:
-        return all(m.state == "ready" for m in self._models.values())
+        return all(m.current_state() == "ready" for m in self._models.values())
 
     def get(self, model_id: str) -> Backend:
         model = self._models.get(model_id)
         if model is None:
             raise model_not_found(model_id)
-        if model.state == "loading":
+        state = model.current_state()
+        if state == "loading":
             raise APIError(
                 503,
                 f"The model '{model_id}' is still loading; retry shortly.",
@@ -71,33 +89,53 @@ class ModelRegistry:
                 "model_not_ready",
                 {"retry-after": "2"},
             )
-        if model.state == "failed":
-            raise APIError(
-                503,
-                f"The model '{model_id}' failed to load: {model.error}",
-                "server_error",
-                "model",
-                "model_unavailable",
-            )
+        if state == "failed":
+            raise self._failed(model)
         return model.backend
+
+    def unavailable(self, model_id: str) -> APIError | None:
+        """The 503 for a model that has failed (looked at after a request failed: the
+        engine may have died under it), or None."""
+        model = self._models.get(model_id)
+        if model is None or model.current_state() != "failed":
+            return None
+        return self._failed(model)
+
+    @staticmethod
+    def _failed(model: ServedModel) -> APIError:
+        what = "is unavailable" if model.failed_while_serving else "failed to load"
+        return APIError(
+            503,
+            f"The model '{model.id}' {what}: {model.error}",
+            "server_error",
+            "model",
+            "model_unavailable",
+        )
 
     async def load_all(self, on_failure: Callable[[str], None]) -> None:
         for model in self._models.values():
             try:
                 await model.backend.load()
-            except (BackendError, ConfigError, OSError) as exc:
-                model.state, model.error = "failed", str(exc)
-                log.error("model failed to load", model=model.id, error=str(exc))
-                on_failure(f"model {model.id!r} failed to load: {exc}")
+            except (BackendError, ConfigError, InvalidRequest) as exc:
+                self._load_failed(model, str(exc), on_failure)
+                return
+            except OSError as exc:  # its text may hold a path: say only what went wrong
+                self._load_failed(model, exc.strerror or type(exc).__name__, on_failure)
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                model.state, model.error = "failed", type(exc).__name__
                 log.exception("model failed to load", model=model.id)
+                model.state, model.error = "failed", type(exc).__name__
                 on_failure(f"model {model.id!r} failed to load: {type(exc).__name__}")
                 return
             model.state = "ready"
+
+    @staticmethod
+    def _load_failed(model: ServedModel, why: str, on_failure: Callable[[str], None]) -> None:
+        model.state, model.error = "failed", why
+        log.error("model failed to load", model=model.id, error=why)
+        on_failure(f"model {model.id!r} failed to load: {why}")
 
     async def aclose(self) -> None:
         for model in self._models.values():

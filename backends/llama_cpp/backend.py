@@ -12,11 +12,13 @@ from typing import Any, Self
 import structlog
 
 from backends.base import (
+    Admission,
     Backend,
     Capabilities,
     Finished,
     GenerationEvent,
     GenerationRequest,
+    Health,
     ModelInfo,
     TextDelta,
     TokenizerInfo,
@@ -24,9 +26,11 @@ from backends.base import (
 )
 from backends.errors import BackendError, ConfigError, ContextLengthExceeded, InvalidRequest
 from backends.llama_cpp import native
+from backends.llama_cpp.admission import EngineAdmission
 from backends.llama_cpp.chat_template import ChatTemplate
-from backends.llama_cpp.engine import Engine, Sequence
+from backends.llama_cpp.engine import Engine, Sequence, Ticket
 from backends.llama_cpp.options import LlamaCppOptions, parse_options
+from backends.llama_cpp.preflight import preflight
 from backends.llama_cpp.prompts import build_prompt
 from backends.llama_cpp.source import resolve_model_file
 from backends.llama_cpp.template_guard import RenderLimits
@@ -58,7 +62,9 @@ class LlamaCppBackend(Backend):
     @classmethod
     def from_config(cls, model_id: str, options: Mapping[str, Any], base_dir: Path) -> Self:
         opts = parse_options(options, base_dir)
-        return cls(model_id, opts, resolve_model_file(opts))
+        model_file = resolve_model_file(opts)
+        preflight(model_file, opts)  # before llama.cpp ever reads the file
+        return cls(model_id, opts, model_file)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -158,14 +164,41 @@ class LlamaCppBackend(Backend):
     def stats(self) -> Mapping[str, Any]:
         return self._engine.stats() if self._engine is not None else {}
 
+    def health(self) -> Health:
+        engine = self._engine
+        if engine is not None and engine.failure is not None:
+            return Health("failed", engine.failure)
+        return Health()
+
     # -- generation ---------------------------------------------------------------
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    def admit(self, count: int) -> Admission:
+        engine = self._engine
+        if engine is None:
+            return Admission(self)  # generate says that the model is not loaded
+        return EngineAdmission(self, engine, engine.reserve(count), self._generate)
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        return self._generate(request)
+
+    async def _generate(
+        self,
+        request: GenerationRequest,
+        ticket: Ticket | None = None,
+        on_prompt: collections.abc.Callable[[int], None] | None = None,
+    ) -> AsyncIterator[GenerationEvent]:
         engine, model = self._engine, self._model
         if engine is None or model is None:
             raise BackendError(f"model {self.model_id!r} is not loaded")
-        prompt = build_prompt(model, request, self._template, self.model_id)
+        # Rendering and tokenising grow with the prompt, and llama.cpp's special-token
+        # pass grows with the square of the markup in it (each match walks its
+        # fragment list from the head): never on the event loop.
+        prompt = await asyncio.to_thread(
+            build_prompt, model, request, self._template, self.model_id
+        )
         tokens, params = prompt.tokens, request.params
+        if on_prompt is not None:
+            on_prompt(len(tokens))
         limit = self._n_ctx
         if len(tokens) + (params.max_tokens or 0) > limit or len(tokens) >= limit:
             raise ContextLengthExceeded(len(tokens), params.max_tokens, limit)
@@ -186,7 +219,7 @@ class LlamaCppBackend(Backend):
             echo_text=prompt.echo_text,
             echo_from=prompt.echo_from,
         )
-        engine.submit(seq)
+        engine.submit(seq, ticket)
         finished = False
         try:
             while not finished:

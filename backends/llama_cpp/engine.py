@@ -88,6 +88,14 @@ class Sequence:
             self.cancelled = True
 
 
+class Ticket:
+    """Room the engine promised to one call: `unused` sequences may still be submitted
+    against it without a check of their own."""
+
+    def __init__(self, count: int) -> None:
+        self.unused = count
+
+
 class Engine:
     def __init__(self, model: Model, ctx: Context, n_ctx_seq: int, max_queue: int) -> None:
         self._model = model
@@ -100,6 +108,9 @@ class Engine:
         # Tokens whose KV each slot still holds, for prefix reuse, and when it was used.
         self._cached: list[list[int]] = [[] for _ in range(ctx.n_seq)]
         self._stopping = False
+        self._reserved = 0  # room promised to tickets and not yet used by a sequence
+        # Why the engine thread died, if it did: safe to show (no paths, no traceback).
+        self.failure: str | None = None
         self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
         self.steps = 0
         self.reused_tokens = 0
@@ -109,19 +120,60 @@ class Engine:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, seq: Sequence) -> None:
+    @property
+    def capacity(self) -> int:
+        """Sequences the engine holds at once: one per slot, then `max_queue` waiting."""
+        return len(self._slots) + self._max_queue
+
+    def reserve(self, count: int) -> Ticket:
+        """Promise room for `count` sequences, all or none, before any of them is
+        tokenised. Counting here, under the lock, is what makes admission atomic: the
+        engine thread moves sequences into slots later, so slots alone undercount."""
         with self._cond:
-            if self._stopping:
-                raise BackendError("the model is shutting down")
-            busy = sum(s is not None for s in self._slots)
-            if busy >= len(self._slots) and len(self._waiting) >= self._max_queue:
-                raise Overloaded(
-                    f"all {len(self._slots)} slots are busy and {len(self._waiting)} "
-                    "requests are queued; retry shortly",
-                    retry_after=1.0,
-                )
+            self._check_open()
+            self._check_room(count)
+            self._reserved += count
+            return Ticket(count)
+
+    def release(self, ticket: Ticket) -> None:
+        """Give back what a ticket's call did not submit."""
+        with self._cond:
+            self._reserved -= ticket.unused
+            ticket.unused = 0
+
+    def submit(self, seq: Sequence, ticket: Ticket | None = None) -> None:
+        with self._cond:
+            self._check_open()
+            if ticket is not None and ticket.unused > 0:
+                ticket.unused -= 1
+                self._reserved -= 1
+            else:
+                self._check_room(1)
             self._waiting.append(seq)
             self._cond.notify()
+
+    def _check_open(self) -> None:
+        if self.failure is not None:
+            raise BackendError(self.failure)
+        if self._stopping:
+            raise BackendError("the model is shutting down")
+
+    def _check_room(self, count: int) -> None:
+        """Under the lock: raise Overloaded unless `count` more sequences fit."""
+        if count > self.capacity:
+            raise Overloaded(
+                f"this request needs {count} sequences at once (n, best_of and prompt "
+                f"lists multiply), but this model holds at most {self.capacity} "
+                f"({len(self._slots)} running, {self._max_queue} queued); send fewer",
+                retry_after=1.0,
+            )
+        running = sum(1 for s in self._slots if s is not None and not (s.done or s.cancelled))
+        if running + len(self._waiting) + self._reserved + count > self.capacity:
+            raise Overloaded(
+                f"all {len(self._slots)} slots are busy and the queue of "
+                f"{self._max_queue} is full; retry shortly",
+                retry_after=1.0,
+            )
 
     def cancel(self, seq: Sequence) -> None:
         with self._cond:
@@ -136,6 +188,7 @@ class Engine:
                 "slots": len(self._slots),
                 "busy": sum(s is not None and not s.done for s in self._slots),
                 "queued": len(self._waiting),
+                "reserved": self._reserved,
                 "steps": self.steps,
                 "prefix_reused_tokens": self.reused_tokens,
             }
@@ -155,8 +208,12 @@ class Engine:
         except BaseException as exc:  # never leave callers waiting forever
             log.exception("engine crashed")
             with self._cond:
+                self.failure = (
+                    f"its inference engine stopped after an internal error "
+                    f"({type(exc).__name__}); restart the gateway"
+                )
                 self._stopping = True
-                self._fail_all(BackendError(f"the inference engine failed: {type(exc).__name__}"))
+                self._fail_all(BackendError(self.failure))
 
     def _admit(self) -> bool:
         """Drop cancelled sequences, move waiting ones into free slots, and block while

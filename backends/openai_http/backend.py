@@ -10,7 +10,14 @@ from typing import Any, Self
 import httpx
 import structlog
 
-from backends.base import Backend, Capabilities, GenerationEvent, GenerationRequest, ModelInfo
+from backends.base import (
+    Backend,
+    Capabilities,
+    GenerationEvent,
+    GenerationRequest,
+    Health,
+    ModelInfo,
+)
 from backends.errors import BackendError, UpstreamError
 from backends.openai_http import errors
 from backends.openai_http.health import HealthProber
@@ -106,6 +113,11 @@ class OpenAIHTTPBackend(Backend):
 
     def stats(self) -> Mapping[str, Any]:
         return {"available": self.pool.available, "replicas": self.pool.status()}
+
+    def health(self) -> Health:
+        if self.pool.available:
+            return Health()
+        return Health("unavailable", "no upstream replica is healthy")
 
     # -- generation ---------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""GET /health (the process is alive) and GET /ready (every model is loaded and, for
-backends with upstream replicas, has at least one healthy replica)."""
+"""GET /health (the process is alive) and GET /ready (every model is loaded and its
+backend says it can serve: its engine is alive, or, for backends with upstream
+replicas, at least one replica is healthy)."""
 
 from __future__ import annotations
 
@@ -19,19 +20,22 @@ async def health(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     models: dict[str, str] = {}
     replicas: dict[str, Any] = {}
+    errors: dict[str, str] = {}
     for m in registry(request).models:
-        state: str = m.state
-        if state == "ready":
-            # Backends with remote replicas report them in stats(); a model whose every
-            # replica is down cannot serve, so the gateway is not ready either.
+        # The backend's own health decides past loading: an engine that died is
+        # `failed`, a remote model with no healthy replica `unavailable`.
+        state = m.current_state()
+        models[m.id] = state
+        if m.error:
+            errors[m.id] = m.error
+        if state not in ("loading", "failed"):
             stats = m.backend.stats()
             if "replicas" in stats:
                 replicas[m.id] = stats["replicas"]
-            if stats.get("available") is False:
-                state = "unavailable"
-        models[m.id] = state
     ok = all(state == "ready" for state in models.values())
     body: dict[str, Any] = {"status": "ready" if ok else "not_ready", "models": models}
+    if errors:
+        body["errors"] = errors
     if replicas:
         body["replicas"] = replicas
     if not is_authorized(request.scope):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -14,11 +14,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from backends.base import Capabilities, Finished, GenerationRequest, TextDelta, Usage
-from gateway.errors import to_api_error
+from gateway.errors import APIError, to_api_error
 from gateway.generation import (
     ChoiceOutcome,
     ChoiceStream,
+    ClientDisconnected,
     FirstToken,
+    Tally,
     collect,
     merge,
     open_choices,
@@ -60,16 +62,39 @@ class EncoderFactory(Protocol):
 async def serve_call(request: Request, call: Call, make_encoder: EncoderFactory) -> Response:
     record = access_record(request.scope)
     record.model, record.stream = call.model, call.stream
-    backend = registry(request).get(call.model)
+    models = registry(request)
+    backend = models.get(call.model)
     call.check(backend.capabilities)
     encoder = make_encoder(call, fingerprint(backend.info()))
     first_token = FirstToken()
-    streams = await unless_disconnected(
-        request.receive, open_choices(backend, call.requests(request.state.request_id))
-    )
-    if call.stream:
-        return EventStream(_sse(call, streams, encoder, first_token, record), ping_seconds=15)
-    outcomes = await unless_disconnected(request.receive, collect(streams, first_token))
+    tally = Tally(call.per_prompt)
+    try:
+        streams = await unless_disconnected(
+            request.receive, open_choices(backend, call.requests(request.state.request_id), tally)
+        )
+        if call.stream:
+            events = _sse(
+                call,
+                streams,
+                encoder,
+                first_token,
+                record,
+                tally,
+                lambda: models.unavailable(call.model),
+            )
+            return EventStream(
+                _closing_early(events, request, record, tally, first_token), ping_seconds=15
+            )
+        outcomes = await unless_disconnected(request.receive, collect(streams, first_token))
+    except ClientDisconnected:
+        _account_so_far(record, tally, first_token, cancelled=True)
+        raise
+    except Exception as exc:
+        # A model whose engine died answers 503 saying so, not a 500 per request.
+        unavailable = models.unavailable(call.model)
+        if unavailable is None:
+            raise
+        raise unavailable from exc
     usage = total_usage([o.usage for o in outcomes], call.per_prompt)
     _account(record, usage, first_token)
     return JSONResponse(encoder.response(call.select(outcomes), usage))
@@ -79,6 +104,40 @@ def _account(record: AccessRecord, usage: Usage, first_token: FirstToken) -> Non
     record.prompt_tokens = usage.prompt_tokens
     record.completion_tokens = usage.completion_tokens
     record.ttft_ms = first_token.ms
+
+
+def _account_so_far(
+    record: AccessRecord, tally: Tally, first_token: FirstToken, cancelled: bool = False
+) -> None:
+    """A call that ended early: the tokens its choices consumed until then."""
+    record.prompt_tokens, record.completion_tokens = tally.usage()
+    record.ttft_ms = first_token.ms
+    if cancelled:
+        record.cancelled = True
+
+
+async def _closing_early(
+    events: AsyncIterator[bytes],
+    request: Request,
+    record: AccessRecord,
+    tally: Tally,
+    first_token: FirstToken,
+) -> AsyncIterator[bytes]:
+    """Passes a stream's events on; if it is closed before its end (the client left,
+    or the shutdown grace period ended, which the stream's own error event reports),
+    the access line gets the tokens so far and, when the client left, `cancelled`."""
+    finished = False
+    try:
+        async with contextlib.aclosing(events):
+            async for chunk in events:
+                yield chunk
+        finished = True
+    finally:
+        if not finished and record.completion_tokens is None:
+            drain = request.scope.get("state", {}).get("drain")
+            _account_so_far(
+                record, tally, first_token, cancelled=not getattr(drain, "expired", False)
+            )
 
 
 def sse_event(payload: dict[str, Any] | str) -> bytes:
@@ -93,6 +152,8 @@ async def _sse(
     encoder: Encoder,
     first_token: FirstToken,
     record: AccessRecord,
+    tally: Tally,
+    unavailable: Callable[[], APIError | None],
 ) -> AsyncIterator[bytes]:
     usages: dict[int, Usage] = {}
     try:
@@ -111,10 +172,11 @@ async def _sse(
                     yield sse_event(encoder.finish(index, event))
     except Exception as exc:
         # Headers are gone; the OpenAI SDK raises on an `error` object in the stream.
-        error = to_api_error(exc)
+        error = unavailable() or to_api_error(exc)
         if error.status >= 500:
             log.error("stream failed", exc_info=exc)
         record.error = error.code or error.type
+        _account_so_far(record, tally, first_token)
         yield sse_event(error.body())
         return
     usage = total_usage([usages[i] for i in sorted(usages)], call.per_prompt)
