@@ -22,10 +22,14 @@ from gateway.handlers.chat import create_chat_completion
 from gateway.handlers.common import error_response
 from gateway.handlers.completions import create_completion
 from gateway.handlers.health import health, ready
+from gateway.handlers.metrics import backend_samples, metrics_endpoint
 from gateway.handlers.models import get_model, list_backends, list_models
 from gateway.handlers.openapi import openapi_json
 from gateway.handlers.tokenize import detokenize, tokenize, tokenizer_info
+from gateway.metrics import GatewayMetrics
 from gateway.registry import ModelRegistry
+from gateway.routing import Router
+from gateway.routing.shadow import ShadowRunner
 
 log = structlog.get_logger("gateway.app")
 
@@ -43,16 +47,37 @@ def create_app(
     fails to load; the CLI uses it to stop the server with an error."""
     registry = models if models is not None else ModelRegistry.from_config(config)
     drain = Drain()  # the server ends requests through it at shutdown (gateway/server.py)
+    router = Router(
+        config.routes,
+        [m.id for m in registry.models],
+        hidden=[m.id for m in config.models if m.hidden],
+    )
+    metrics = GatewayMetrics(lambda: backend_samples(registry))
+    shadows = ShadowRunner(
+        lambda route, shadow, result: metrics.shadow.labels(route, shadow, result).inc(),
+        lambda route, shadow, role, seconds: metrics.shadow_duration.labels(
+            route, shadow, role
+        ).observe(seconds),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         loader = asyncio.create_task(registry.load_all(on_fatal))
         try:
-            yield {"registry": registry, "limits": config.limits, "drain": drain}
+            yield {
+                "registry": registry,
+                "limits": config.limits,
+                "drain": drain,
+                "router": router,
+                "metrics": metrics,
+                "metrics_settings": config.metrics,
+                "shadows": shadows,
+            }
         finally:
             loader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loader
+            await shadows.aclose()
             await registry.aclose()
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -85,6 +110,7 @@ def create_app(
         ),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
+        *([Route("/metrics", metrics_endpoint, methods=["GET"])] if config.metrics.enabled else []),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
     middleware = edge_middleware(config.server, drain)

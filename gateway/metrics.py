@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -123,3 +124,63 @@ class GatewayMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+    def started(self, model: str) -> None:
+        """A generation request began (the serving path calls this once it has set
+        the record's `operation`; `observe` ends it)."""
+        self.inflight.labels(model).inc()
+
+    def assigned(self, experiment: str, variant: str, assignment: str) -> None:
+        self.assignments.labels(experiment, variant, assignment).inc()
+
+    def observe(self, record: RequestRecord, status: int, seconds: float) -> None:
+        """Count one finished request from its access record: only generation
+        requests (those with an `operation`), errors and cancelled ones included, with
+        the tokens they had consumed when they ended."""
+        if record.operation is None or record.model is None:
+            return
+        self.inflight.labels(record.model).dec()
+        labels = (
+            record.model,
+            record.variant or "",
+            record.served_by or "",
+            record.operation,
+            "true" if record.stream else "false",
+        )
+        error_type = "cancelled" if record.cancelled else (record.error or "")
+        self.requests.labels(*labels, f"{status // 100}xx", error_type).inc()
+        if record.cancelled:
+            self.cancelled.labels(*labels).inc()
+        self.duration.labels(*labels).observe(seconds)
+        if record.prompt_tokens is not None:
+            self.tokens.labels(*labels, "input").observe(record.prompt_tokens)
+        if record.completion_tokens is not None:
+            self.tokens.labels(*labels, "output").observe(record.completion_tokens)
+        if record.ttft_ms is not None:
+            ttft = record.ttft_ms / 1000
+            self.ttft.labels(*labels).observe(ttft)
+            generated = record.completion_tokens or 0
+            if generated > 1 and seconds > ttft:
+                self.time_per_token.labels(*labels).observe((seconds - ttft) / (generated - 1))
+        if record.fell_back and record.fallback_errors and record.served_by:
+            first = record.fallback_errors.split(",", 1)[0].rsplit(":", 1)[0]
+            self.fallbacks.labels(record.model, first, record.served_by).inc()
+
+
+class RequestRecord(Protocol):
+    """What `observe` reads of a request's access record (gateway.middleware)."""
+
+    model: str | None
+    stream: bool | None
+    operation: str | None
+    variant: str | None
+    served_by: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    ttft_ms: float | None
+    error: str | None
+    cancelled: bool | None
+    assignment: str | None
+    experiment: str | None
+    fell_back: bool | None
+    fallback_errors: str | None

@@ -31,6 +31,15 @@ class AccessRecord:
     ttft_ms: float | None = None
     error: str | None = None
     cancelled: bool | None = None  # the client left first: logged with status 499
+    # routing (gateway/routing): what served it and why; metrics read these too
+    operation: str | None = None  # completion / chat
+    route: str | None = None
+    experiment: str | None = None
+    variant: str | None = None
+    assignment: str | None = None  # hash / override / unit_missing / request
+    served_by: str | None = None
+    fell_back: bool | None = None  # served by a fallback: keep it out of comparisons
+    fallback_errors: str | None = None  # "model:code,..." of the candidates that failed
 
 
 def access_record(scope: Scope) -> AccessRecord:
@@ -120,6 +129,7 @@ class RequestContext:
                 )
             finally:
                 self._log(scope, record, status, started)
+                _observe(scope, record, status, started)
 
     @staticmethod
     def _log(scope: Scope, record: AccessRecord, status: int, started: float) -> None:
@@ -135,6 +145,18 @@ class RequestContext:
             )
         except Exception as exc:  # a log line must never take a response down with it
             log.error("access log line failed", error_type=type(exc).__name__)
+
+
+def _observe(scope: Scope, record: AccessRecord, status: int, started: float) -> None:
+    """Hands the finished request to the app's metrics (`GatewayMetrics.observe`)."""
+    metrics = scope.get("state", {}).get("metrics")
+    if metrics is None:
+        return
+    try:
+        status = 499 if record.cancelled else (status or 499)
+        metrics.observe(record, status, time.perf_counter() - started)
+    except Exception as exc:  # like the log line: never at the cost of a response
+        log.error("metrics observation failed", error_type=type(exc).__name__)
 
 
 def _start(error: APIError) -> Message:

@@ -10,24 +10,36 @@ from starlette.responses import JSONResponse, Response
 from gateway.errors import model_not_found
 from gateway.handlers.common import api_endpoint, registry
 from gateway.registry import ServedModel
+from gateway.routing import Router
 
 
 def _model_json(model: ServedModel) -> dict[str, Any]:
     return {"id": model.id, "object": "model", "created": model.created, "owned_by": "gateway"}
 
 
+def _public_models(request: Request) -> list[dict[str, Any]]:
+    """What clients may name: visible models, then routes (hidden models are served
+    only through routes, so they are neither listed nor addressable)."""
+    router: Router = request.state.router
+    by_id = {m.id: m for m in registry(request).models}
+    out = []
+    for name in router.public_ids:
+        model = by_id[router.first_model(name)]
+        out.append({**_model_json(model), "id": name})
+    return out
+
+
 @api_endpoint
 async def list_models(request: Request) -> Response:
-    models = registry(request).models
-    return JSONResponse({"object": "list", "data": [_model_json(m) for m in models]})
+    return JSONResponse({"object": "list", "data": _public_models(request)})
 
 
 @api_endpoint
 async def get_model(request: Request) -> Response:
     model_id = request.path_params["model_id"]
-    for model in registry(request).models:
-        if model.id == model_id:
-            return JSONResponse(_model_json(model))
+    for model in _public_models(request):
+        if model["id"] == model_id:
+            return JSONResponse(model)
     raise model_not_found(model_id)
 
 

@@ -23,11 +23,11 @@ from gateway.generation import (
     Tally,
     collect,
     merge,
-    open_choices,
     total_usage,
     unless_disconnected,
 )
 from gateway.handlers.common import registry
+from gateway.handlers.routed import open_plan, plan_call, start_shadow, with_route_headers
 from gateway.middleware import AccessRecord, access_record
 from gateway.openai.common import fingerprint
 from gateway.sse import EventStream
@@ -37,6 +37,7 @@ log = structlog.get_logger("gateway.serving")
 
 class Call(Protocol):
     model: str
+    user: str | None
     stream: bool
     include_usage: bool
 
@@ -63,15 +64,27 @@ async def serve_call(request: Request, call: Call, make_encoder: EncoderFactory)
     record = access_record(request.scope)
     record.model, record.stream = call.model, call.stream
     models = registry(request)
-    backend = models.get(call.model)
-    call.check(backend.capabilities)
-    encoder = make_encoder(call, fingerprint(backend.info()))
+    plan = plan_call(request, call, record)  # which models, under which variant
+    record.operation = "chat" if request.url.path.endswith("/chat/completions") else "completion"
+    metrics = request.state.metrics
+    metrics.started(call.model)  # ended by the access record's observation
+    if plan.experiment is not None and plan.variant is not None:
+        metrics.assigned(plan.experiment, plan.variant, plan.assignment or "")
+    tap = start_shadow(request, plan, call, models)
     first_token = FirstToken()
     tally = Tally(call.per_prompt)
+    served_by = plan.candidates[0]
     try:
-        streams = await unless_disconnected(
-            request.receive, open_choices(backend, call.requests(request.state.request_id), tally)
-        )
+        try:
+            opened = await open_plan(request, plan, call, models, tally, record)
+        except BaseException:
+            if tap is not None:
+                tap.abandon()
+            raise
+        served_by, backend = opened.served_by, opened.backend
+        streams = tap.wrap(opened.streams) if tap is not None else opened.streams
+        encoder = make_encoder(call, fingerprint(backend.info()))
+        headers = plan.headers(served_by)
         if call.stream:
             events = _sse(
                 call,
@@ -80,24 +93,26 @@ async def serve_call(request: Request, call: Call, make_encoder: EncoderFactory)
                 first_token,
                 record,
                 tally,
-                lambda: models.unavailable(call.model),
+                lambda: models.unavailable(served_by),
             )
-            return EventStream(
+            response = EventStream(
                 _closing_early(events, request, record, tally, first_token), ping_seconds=15
             )
+            response.headers.update(headers)  # sent with the headers, before any event
+            return response
         outcomes = await unless_disconnected(request.receive, collect(streams, first_token))
     except ClientDisconnected:
         _account_so_far(record, tally, first_token, cancelled=True)
         raise
     except Exception as exc:
         # A model whose engine died answers 503 saying so, not a 500 per request.
-        unavailable = models.unavailable(call.model)
+        unavailable = models.unavailable(served_by)
         if unavailable is None:
-            raise
-        raise unavailable from exc
+            raise with_route_headers(exc, plan.headers(served_by)) from None
+        raise with_route_headers(unavailable, plan.headers(served_by)) from exc
     usage = total_usage([o.usage for o in outcomes], call.per_prompt)
     _account(record, usage, first_token)
-    return JSONResponse(encoder.response(call.select(outcomes), usage))
+    return JSONResponse(encoder.response(call.select(outcomes), usage), headers=headers)
 
 
 def _account(record: AccessRecord, usage: Usage, first_token: FirstToken) -> None:

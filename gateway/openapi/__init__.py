@@ -78,6 +78,7 @@ _READY = {
     "required": ["status"],
     "properties": {
         "status": {"enum": ["ready", "not_ready"]},
+        "model": {"type": "string"},
         "models": {"type": "object", "additionalProperties": {"type": "string"}},
         "replicas": {"type": "object"},
     },
@@ -132,7 +133,26 @@ _DOCUMENT: Schema = {
         ),
         "/v1/backends": _keyed(_get("Each model's backend, state and live stats", BACKENDS)),
         "/health": _get("200 while the process is alive", {"type": "object"}),
-        "/ready": _get("200 once every model can serve, 503 before", _READY),
+        "/ready": _get(
+            "200 once every model can serve, 503 before; with ?model=ID, for one model or "
+            "route (a route is ready when one of its models is)",
+            _READY,
+            {"parameters": [{**_MODEL_ID, "in": "query", "name": "model", "required": False}]},
+        ),
+        "/metrics": _keyed(
+            {
+                "get": {
+                    "summary": "Prometheus metrics (text exposition format)",
+                    "responses": {
+                        "200": {
+                            "description": "OK",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **ERRORS,
+                    },
+                }
+            }
+        ),
         **{
             prefix + path: _keyed(item)
             for prefix in ("", "/v1")

@@ -76,6 +76,30 @@ class Router:
     def is_public(self, name: str) -> bool:
         return name in self.routes or (name in self.model_ids and name not in self.hidden)
 
+    def first_model(self, name: str) -> str:
+        """The model a route's traffic goes to first (its first variant's, or its
+        alias target's), or `name` itself for a model."""
+        route = self.routes.get(name)
+        if route is None:
+            return name
+        if route.experiment is not None:
+            return self.first_model(route.experiment.variants[0].model)
+        assert route.model is not None
+        return self.first_model(route.model)
+
+    def serving_models(self, name: str) -> tuple[str, ...]:
+        """Every model that may serve `name`: each variant's, then the fallbacks."""
+        out: list[str] = []
+        route = self.routes.get(name)
+        if route is not None and route.experiment is not None:
+            for variant in route.experiment.variants:
+                self._expand(variant.model, out)
+            for fallback in route.fallbacks:
+                self._expand(fallback, out)
+        else:
+            self._expand(name, out)
+        return tuple(out)
+
     def candidates(self, name: str) -> tuple[str, ...]:
         """The model ids behind a model or alias route, in order, each once."""
         out: list[str] = []
