@@ -13,17 +13,23 @@ from gateway.handlers.common import api_endpoint, registry
 from gateway.llamacpp import tokenize as wire
 from gateway.middleware import access_record
 from gateway.openai.params import parse_json_body
+from gateway.routing import Router
 
 
 def _backend(request: Request, model: str | None) -> tuple[str, Backend]:
-    """The named model, or the first configured one."""
-    models = registry(request).models
+    """The named model or route (a route's first model tokenizes: its variants should
+    share a tokenizer), or the first one clients may name. Hidden models are not
+    addressable here either."""
+    router: Router = request.state.router
     if model is None:
-        if not models:
+        public = router.public_ids
+        if not public:
             raise model_not_found("")
-        model = models[0].id
+        model = public[0]
+    if not router.is_public(model):
+        raise model_not_found(model)
     access_record(request.scope).model = model
-    return model, registry(request).get(model)
+    return model, registry(request).get(router.first_model(model))
 
 
 @api_endpoint

@@ -273,3 +273,15 @@ async def test_a_route_is_ready_while_one_candidate_is() -> None:
     assert whole.status_code == 503
     assert served.status_code == 200 and served.headers["x-gateway-model"] == "spare"
     assert none_left.status_code == 503 and none_left.json()["status"] == "not_ready"
+
+
+async def test_the_tokenizer_endpoints_know_routes_and_hide_hidden_models() -> None:
+    async with asgi_client(app_of(backends())) as client:
+        hidden = await client.post("/tokenize", json={"model": "local", "content": "hi"})
+        route = await client.post("/tokenize", json={"model": "smol", "content": "hi"})
+        info = await client.get("/tokenizer_info")
+    assert_envelope(hidden, 404, code="model_not_found")
+    # the route reached its first model's backend (a scripted one has no tokenizer)
+    assert_envelope(route, 400, param="model")
+    assert "scripted" in route.json()["error"]["message"]
+    assert_envelope(info, 400, param="model")  # the first public id is "spare", also scripted
