@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from backends.base import Admission, Backend, GenerationEvent, GenerationRequest
-from backends.llama_cpp.engine import Engine, Ticket
+from backends.llama_cpp.engine import Engine
+from backends.llama_cpp.sequence import Ticket
 
 
 class TicketedGenerate(Protocol):

@@ -28,10 +28,11 @@ from backends.errors import BackendError, ConfigError, ContextLengthExceeded, In
 from backends.llama_cpp import native
 from backends.llama_cpp.admission import EngineAdmission
 from backends.llama_cpp.chat_template import ChatTemplate
-from backends.llama_cpp.engine import Engine, Sequence, Ticket
+from backends.llama_cpp.engine import Engine
 from backends.llama_cpp.options import LlamaCppOptions, parse_options
 from backends.llama_cpp.preflight import preflight
 from backends.llama_cpp.prompts import build_prompt
+from backends.llama_cpp.sequence import Sequence, Ticket
 from backends.llama_cpp.source import resolve_model_file
 from backends.llama_cpp.template_guard import RenderLimits
 

@@ -12,19 +12,16 @@ Results go back to the asyncio side through `loop.call_soon_threadsafe`.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import structlog
 
 from backends.base import (
     Finished,
     FinishReason,
-    GenerationEvent,
-    SamplingParams,
     TextDelta,
     TokenLogprob,
     Usage,
@@ -32,68 +29,13 @@ from backends.base import (
 from backends.errors import BackendError, Overloaded
 from backends.llama_cpp.logprobs import describe, token_text
 from backends.llama_cpp.native import Context, Model, Sampler, logits_row
-from backends.text import StopMatcher, Utf8Stream
+from backends.llama_cpp.sequence import Sequence, Ticket
+from backends.text import StopMatcher
 
 log = structlog.get_logger("backends.llama_cpp.engine")
 
-EngineOutput = GenerationEvent | BaseException
 PROMPT_SCORE_CHUNK = 64
 MIN_PREFIX_REUSE = 16  # shorter shared prefixes are chance, not worth a scattered slot
-
-
-@dataclass(eq=False)
-class Sequence:
-    """One generation, from queued to finished. Owned by the engine thread once
-    submitted, except `cancelled`, which the asyncio side may set at any time."""
-
-    prompt: list[int]
-    params: SamplingParams
-    max_new_tokens: int
-    loop: asyncio.AbstractEventLoop
-    request_id: str = ""
-    logprobs: int | None = None  # alternatives per token; None: no log-probs
-    # echo: emit the prompt (text, ids, and with logprobs their log-probs) first;
-    # `echo_from` skips tokens that were added, not written (a BOS)
-    echo: bool = False
-    echo_text: str = ""
-    echo_from: int = 0
-    output: asyncio.Queue[EngineOutput] = field(default_factory=asyncio.Queue)
-    cancelled: bool = False
-    # engine-thread state
-    slot: int = -1
-    n_prefilled: int = 0
-    n_generated: int = 0
-    n_reused: int = 0  # prompt tokens whose KV was already in the slot
-    last_token: int = -1
-    sampler: Sampler | None = None
-    generated: list[int] = field(default_factory=list)
-    prompt_logprobs: list[TokenLogprob] = field(default_factory=list)
-    utf8: Utf8Stream = field(default_factory=Utf8Stream)
-    stops: StopMatcher | None = None
-    done: bool = False
-
-    @property
-    def n_past(self) -> int:
-        return self.n_prefilled + self.n_generated
-
-    @property
-    def scores_prompt(self) -> bool:
-        """Echo with log-probs needs a logits row for every prompt token."""
-        return self.echo and self.logprobs is not None
-
-    def emit(self, item: EngineOutput) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.output.put_nowait, item)
-        except RuntimeError:  # the event loop is closed: nobody is listening any more
-            self.cancelled = True
-
-
-class Ticket:
-    """Room the engine promised to one call: `unused` sequences may still be submitted
-    against it without a check of their own."""
-
-    def __init__(self, count: int) -> None:
-        self.unused = count
 
 
 class Engine:
