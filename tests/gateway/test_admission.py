@@ -129,16 +129,20 @@ def test_a_burst_admits_exactly_parallel_plus_queue(gateway: GatewayProcess) -> 
         {"n": 128},
         {"n": 1, "best_of": 7},
         {"prompt": ["a", "b", "c", "d", "e", "f", "g"]},
+        {"messages": [{"role": "user", "content": "Hi"}], "n": 128, "stream": True},
     ],
-    ids=["n", "best_of", "prompt_list"],
+    ids=["n", "best_of", "prompt_list", "chat_stream_n"],
 )
 def test_a_call_that_cannot_fit_is_refused_before_any_work(
     gateway: GatewayProcess, extra: dict[str, Any]
 ) -> None:
     wait_idle(gateway)
     steps = stats(gateway)["steps"]
-    body = {**LONG, "max_tokens": 4, **extra}
-    r = httpx.post(f"{gateway.base_url}/v1/completions", json=body, timeout=60)
+    if extra.get("messages"):  # chat, streamed, up to the context: the example
+        path, body = "/v1/chat/completions", {"model": SMOL_ID, **extra}
+    else:
+        path, body = "/v1/completions", {**LONG, "max_tokens": 4, **extra}
+    r = httpx.post(f"{gateway.base_url}{path}", json=body, timeout=60)
     assert r.status_code == 429, r.text
     assert r.headers["retry-after"] and r.json()["error"]["code"] == "rate_limit_exceeded"
     assert "holds at most 6" in r.json()["error"]["message"]
