@@ -3,6 +3,7 @@ envelope: `{"error": {"message", "type", "param", "code"}}`, all four keys prese
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,17 @@ def model_not_found(model: str) -> APIError:
     )
 
 
+MAX_RETRY_AFTER = 3600
+
+
+def retry_after_header(seconds: float) -> str:
+    """Whole seconds from 1 to an hour: a backend's NaN, infinity or absurd delay
+    never reaches a client (nor crashes `round`)."""
+    if not math.isfinite(seconds):
+        return str(MAX_RETRY_AFTER)
+    return str(min(MAX_RETRY_AFTER, max(1, round(seconds))))
+
+
 def to_api_error(exc: BaseException) -> APIError:
     """Map any exception to the error the client sees. Unexpected exceptions become a
     generic 500 that says nothing about the code that failed."""
@@ -61,12 +73,12 @@ def to_api_error(exc: BaseException) -> APIError:
                 "rate_limit_error",
                 None,
                 "rate_limit_exceeded",
-                {"retry-after": str(max(1, round(exc.retry_after)))},
+                {"retry-after": retry_after_header(exc.retry_after)},
             )
         case backend_errors.UpstreamError():
             headers = None
             if exc.retry_after is not None:
-                headers = {"retry-after": str(max(1, round(exc.retry_after)))}
+                headers = {"retry-after": retry_after_header(exc.retry_after)}
             return APIError(exc.status, str(exc), exc.type, exc.param, exc.code, headers)
         case backend_errors.BackendError():
             return APIError(500, str(exc), "server_error", None, "backend_error")

@@ -49,10 +49,10 @@ def sampling_from(
     Integers are bounded where a native sampler stores them (top_k is an int32, seeds
     are int64 as OpenAI documents them), so nothing wraps around."""
     max_tokens: int | None = default_max_tokens
-    for name in max_names:
-        if name in body:
-            max_tokens = p.get_int(body, name, None, low=0, high=p.INT32_MAX)
-            break
+    # Every alias present is validated, the first one present gives the limit.
+    given = [name for name in max_names if name in body]
+    for name in reversed(given):
+        max_tokens = p.get_int(body, name, None, low=0, high=p.INT32_MAX)
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=p.get_float(body, "temperature", 1.0, 0.0, 2.0),

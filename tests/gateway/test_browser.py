@@ -282,3 +282,12 @@ def test_ready_without_a_key_says_only_ready_or_not(keyed: EdgeServer) -> None:
 
 def test_ready_without_keys_configured_shows_details(plain: EdgeServer) -> None:
     assert httpx.get(f"{plain.base_url}/ready").json()["models"] == {"m": "ready"}
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+def test_other_methods_get_405_not_415(plain: EdgeServer, method: str) -> None:
+    # Only POST can reach the gateway cross-site without a preflight; other methods
+    # are answered by the router, which says the method is not allowed.
+    r = httpx.request(method, f"{plain.base_url}/v1/models", content=b"x")
+    envelope(r, 405, "method_not_allowed")
+    assert "GET" in r.headers["allow"]

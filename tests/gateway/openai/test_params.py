@@ -122,6 +122,19 @@ def test_sampling_extremes_that_fit_are_kept() -> None:
     assert (s.top_k, s.seed) == (2**31 - 1, -(2**63))
 
 
+def test_every_max_tokens_alias_is_validated_and_the_first_wins() -> None:
+    names = ("max_completion_tokens", "max_tokens")
+    both = {"max_completion_tokens": 5, "max_tokens": 7}
+    assert sampling_from(both, *names, default_max_tokens=None).max_tokens == 5
+    error = refused(
+        sampling_from,
+        {"max_completion_tokens": 5, "max_tokens": -1},
+        *names,
+        default_max_tokens=None,
+    )
+    assert error.param == "max_tokens"
+
+
 # -- stop -------------------------------------------------------------------------------
 
 
