@@ -98,9 +98,11 @@ def test_upstream_without_stream_usage(front: GatewayProcess, fake: FakeUpstream
 
 def test_refused_port_is_a_502_and_the_model_is_unavailable(front: GatewayProcess,
                                                             sdk: openai.OpenAI) -> None:
-    started = time.perf_counter()
-    assert_envelope(post(front, {**BODY, "model": "dead"}), 503, "no_healthy_upstream")
-    assert time.perf_counter() - started < 2
+    # No retry storm against a refused port: answered well inside the client's 30 s
+    # (a bound with room for a loaded machine, not a speed claim).
+    response = post(front, {**BODY, "model": "dead"})
+    assert_envelope(response, 503, "no_healthy_upstream")
+    assert response.elapsed.total_seconds() < 9  # under total_timeout (10 s)
     ready = httpx.get(f"{front.base_url}/ready").json()
     assert ready["models"]["dead"] == "unavailable"
     assert ready["replicas"]["dead"][0]["state"] == "ejected"
@@ -111,9 +113,11 @@ def test_refused_port_is_a_502_and_the_model_is_unavailable(front: GatewayProces
 def test_stall_after_headers_is_a_504(front: GatewayProcess, fake: FakeUpstream,
                                       sdk: openai.OpenAI) -> None:
     fake.mode = "stall"
-    started = time.perf_counter()
-    assert_envelope(post(front, BODY), 504, "upstream_timeout")
-    assert time.perf_counter() - started < 5
+    # chunk_timeout is 1 s: the 504 comes from the gateway's own deadline, long before
+    # total_timeout (10 s) and the client's 30 s (room for a loaded machine).
+    response = post(front, BODY)
+    assert_envelope(response, 504, "upstream_timeout")
+    assert response.elapsed.total_seconds() < 9  # under total_timeout (10 s)
     with pytest.raises(openai.APIStatusError) as raised:
         list(sdk.completions.create(model="fake", prompt="x", max_tokens=4, stream=True))
     assert raised.value.status_code == 504
