@@ -54,7 +54,9 @@ class OpenAIHTTPBackend(Backend):
         replicas start ejected rather than failing startup: upstreams come and go."""
         opts = self.opts
         self._client = httpx.AsyncClient(
-            headers=dict(opts.headers),
+            # Uncompressed answers: one compressed network read can expand a
+            # thousandfold before the body limits could count it.
+            headers={"accept-encoding": "identity", **opts.headers},
             timeout=httpx.Timeout(
                 connect=opts.connect_timeout,
                 read=opts.chunk_timeout,

@@ -222,6 +222,16 @@ def test_broken_content_encoding_is_a_502(front: GatewayProcess, fake: FakeUpstr
     assert_envelope(post(front, "limited"), 502, "upstream_bad_response")
 
 
+def test_upstream_is_asked_for_uncompressed_answers(front: GatewayProcess,
+                                                    fake: FakeUpstream) -> None:
+    # A gzip bomb expands a thousandfold inside one network read, before any byte
+    # count can see it: the gateway asks for identity encoding.
+    fake.mode = "ok"
+    before = len(fake.posts)
+    assert post(front, "limited").status_code == 200
+    assert fake.posts[before].headers["accept-encoding"] == "identity"
+
+
 def test_malformed_chunk_mid_stream_ends_with_an_error_event(front: GatewayProcess,
                                                              fake: FakeUpstream) -> None:
     fake.mode, fake.raw = "sse_raw", _stream(chunk("Hello"), {"choices": [{"text": 7}]})
