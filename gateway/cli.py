@@ -48,8 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "check":
+        hidden = {m.id for m in config.models if m.hidden}
         for m in models.models:
-            print(f"{m.id}: backend {m.backend.name}, ok")
+            print(f"{m.id}: backend {m.backend.name}{', hidden' if m.id in hidden else ''}, ok")
+        for route in config.routes:
+            exp = route.experiment
+            targets = [v.model for v in exp.variants] if exp else [str(route.model)]
+            fallbacks = f" (fallbacks: {', '.join(route.fallbacks)})" if route.fallbacks else ""
+            print(f"{route.id}: route to {', '.join(targets)}{fallbacks}, ok")
         return 0
 
     exit_code = 0
