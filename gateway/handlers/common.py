@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 from starlette.requests import Request
@@ -13,10 +15,12 @@ from gateway.errors import APIError, to_api_error
 from gateway.generation import ClientDisconnected
 from gateway.limits import LimitsSettings
 from gateway.middleware import access_record
+from gateway.openai.params import Body, parse_json_body, parse_off_loop
 from gateway.registry import ModelRegistry
 
 log = structlog.get_logger("gateway.handlers")
 Endpoint = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
 
 
 def registry(request: Request) -> ModelRegistry:
@@ -26,6 +30,16 @@ def registry(request: Request) -> ModelRegistry:
 def request_limits(request: Request) -> LimitsSettings:
     """The `[limits]` of the configuration (handed to requests by the lifespan)."""
     return request.state.limits
+
+
+async def read_call(request: Request, parse: Callable[[Body, LimitsSettings], T]) -> T:
+    """Read the JSON body and parse it into a call. A body with very many values is
+    read and checked in a worker thread, so that it cannot stall the event loop."""
+    raw = await request.body()
+    limits = request_limits(request)
+    if not parse_off_loop(raw):
+        return parse(parse_json_body(raw), limits)
+    return await asyncio.to_thread(lambda: parse(parse_json_body(raw, interleaved=True), limits))
 
 
 def error_response(error: APIError) -> JSONResponse:
