@@ -1,8 +1,10 @@
 """How much latency and throughput a proxy costs in front of an instant upstream.
 
 In one run: a minimal upstream on loopback (bench/overhead_upstream.py) that streams a
-fixed 16-chunk completion, called directly, through this gateway (openai_http backend)
-and through LiteLLM's proxy configured for the same upstream, at concurrency 1 and 32.
+fixed 16-chunk completion, called directly, through this gateway (openai_http backend),
+through the same gateway process by a route with a 2-variant experiment (the routing
+layer's cost, printed as ratios to the plain model path) and through LiteLLM's proxy
+configured for the same upstream, at concurrency 1 and 32.
 Reports added latency (TTFT and total, p50/p99) over the direct call, requests/s, and
 the ratios against LiteLLM; writes JSON to bench/results/ (quick runs:
 bench/results/quick/, untracked).
@@ -96,11 +98,18 @@ def start_upstream(workdir: Path) -> Server:
 
 
 def start_gateway(workdir: Path, upstream: Server) -> Server:
+    """The plain model `fake`, and the route `fake-ab`: a 50/50 experiment whose two
+    variants both name `fake` (shadow off), so that the one difference between the two
+    paths is the routing layer (two models would also split the upstream connection
+    pool, which alone changes the numbers at c=32)."""
     port = free_port()
     config = workdir / "gateway.toml"
     config.write_text(
         '[server]\nlog_format = "json"\n\n[[models]]\nid = "fake"\nbackend = "openai_http"\n'
         f'[models.options]\nbase_url = "{upstream.base_url}"\n'
+        '\n[[routes]]\nid = "fake-ab"\n[routes.experiment]\nname = "ab"\nunit = "request"\n'
+        'variants = [{name = "a", model = "fake", weight = 50},'
+        ' {name = "b", model = "fake", weight = 50}]\n'
     )
     proc = spawn("gateway", [sys.executable, "-m", "gateway", "serve", "--config", str(config),
                              "--host", "127.0.0.1", "--port", str(port)], workdir)
@@ -321,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         upstream = start_upstream(workdir)
         servers.append(upstream)
-        servers.append(start_gateway(workdir, upstream))
+        gateway = start_gateway(workdir, upstream)
+        servers += [gateway, Server("gateway-route", gateway.proc, gateway.base_url,
+                                    model="fake-ab")]
         if not args.no_litellm:
             log("starting LiteLLM's proxy (slow to import)")
             servers.append(start_litellm(workdir, upstream))
@@ -337,6 +348,11 @@ def main(argv: list[str] | None = None) -> int:
                 if name != "upstream":
                     row[name]["added"] = added(row[name], row["upstream"])
             results["runs"][c] = {("direct" if k == "upstream" else k): v for k, v in row.items()}
+            route, plain = row["gateway-route"], row["gateway"]  # the routing layer's cost
+            results.setdefault("route_vs_plain", {})[c] = {
+                "rps": round(route["rps"] / plain["rps"], 3),
+                "total_p50": round(route["total_ms"]["p50"] / plain["total_ms"]["p50"], 3),
+            }
             if "litellm" in row:
                 ours, theirs = row["gateway"], row["litellm"]
                 r = {
@@ -359,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     out = results_dir(args.quick) / "overhead.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(report(results))
+    for c, r in results.get("route_vs_plain", {}).items():
+        print(f"c={c}: through a 2-variant route vs the plain model: req/s x{r['rps']}, "
+              f"total p50 x{r['total_p50']}")
     if "profile" in results:
         print("\nWhere the gateway's time goes (py-spy, % of samples by area):")
         for area, share in results["profile"].get("by_area_pct", {}).items():
