@@ -141,13 +141,16 @@ def test_bloomz_config_serves_from_the_hub_cache(tmp_path: Path, tiny_bloom_path
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
 
 
-def test_model_that_fails_to_load_stops_the_server(tmp_path: Path) -> None:
+def test_broken_model_file_stops_the_server_before_serving(tmp_path: Path) -> None:
+    # The file's header is read before llama.cpp sees it: a configuration error (exit 2).
+    # A file that passes that check but fails in llama.cpp exits 1: see
+    # tests/backends/llama_cpp/test_model_file_checks.py.
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 64)
     path = write(tmp_path, model_config("m", {"model_path": str(bad)}))
     proc = GatewayProcess(path, tmp_path / "log").start(wait_ready=False)
     try:
-        assert proc.wait(60) == 1
+        assert proc.wait(60) == 2
     finally:
         proc.stop()
-    assert "failed to load" in proc.logs() and "Traceback" not in proc.logs()
+    assert "broken.gguf" in proc.logs() and "Traceback" not in proc.logs()

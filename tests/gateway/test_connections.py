@@ -21,6 +21,7 @@ from tests.support.edge import (
     body_of,
     connect,
     memory_kib,
+    read_response,
     read_until_closed,
     reset_peak_memory,
     status_of,
@@ -127,7 +128,7 @@ def test_keep_alive_connection_is_reused_then_closed_when_idle(gateway: LimitedG
     sock = connect(gateway.port)
     for _ in range(2):
         sock.sendall(head(b"\r\n"))
-        response = sock.recv(65536)
+        response = read_response(sock)
         assert status_of(response) == 200, response[:200]
     _, how = read_until_closed(sock, time.monotonic() + 30)  # keep_alive_seconds = 1
     sock.close()

@@ -130,6 +130,28 @@ def read_until_closed(sock: socket.socket, deadline: float) -> tuple[bytes, str]
         data += chunk
 
 
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response with a Content-Length body, however the bytes arrive."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def status_of(response: bytes) -> int | None:
     if not response.startswith(b"HTTP/1.1 "):
         return None
