@@ -100,6 +100,9 @@ class OpenAIHTTPBackend(Backend):
             token_prompts=self.opts.token_prompts,
             chat_template=True,  # the upstream renders chat messages
             max_context=self.opts.max_context,
+            logprobs=self.opts.logprobs,
+            echo=self.opts.echo,
+            suffix=self.opts.suffix,
         )
 
     def info(self) -> ModelInfo:
@@ -133,6 +136,8 @@ class OpenAIHTTPBackend(Backend):
         body = build_body(request, self.upstream_model, True, opts.stream_usage)
         path = "/chat/completions" if request.is_chat else "/completions"
         exchange = Exchange(self.limits)
+        prompt = request.prompt
+        echo = (prompt if isinstance(prompt, str) else "") if request.echo else None
         tried: set[Replica] = set()
         last_error: UpstreamError | None = None
         for _ in range(opts.max_retries + 1):
@@ -147,7 +152,7 @@ class OpenAIHTTPBackend(Backend):
                 response = await self._open(client, replica, path, body, request.request_id,
                                             exchange)
                 try:
-                    async for event in relay(response, request.is_chat, exchange):
+                    async for event in relay(response, request.is_chat, exchange, echo):
                         started = True
                         yield event
                 finally:

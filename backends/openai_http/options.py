@@ -36,6 +36,9 @@ KNOWN_KEYS = {
     "max_context",
     "token_prompts",
     "stream_usage",
+    "logprobs",
+    "echo",
+    "suffix",
     "max_response_bytes",
     "max_event_bytes",
 }
@@ -72,6 +75,11 @@ class OpenAIHTTPOptions:
     max_context: int | None = None
     token_prompts: bool = True
     stream_usage: bool = True  # ask for stream_options.include_usage
+    # what the upstream honours (vLLM and this gateway do): forwarded when set, refused
+    # with a 400 naming the field when not (a false default never hides a field)
+    logprobs: bool = False
+    echo: bool = False
+    suffix: bool = False
     max_response_bytes: int = 16 * 1024 * 1024  # a whole (non-SSE) response body
     max_event_bytes: int = 4 * 1024 * 1024  # one server-sent event
 
@@ -111,7 +119,7 @@ def parse_options(options: Mapping[str, Any]) -> OpenAIHTTPOptions:
     ):
         if key in options:
             values[key] = integer(options, key, low)
-    for key in ("token_prompts", "stream_usage"):
+    for key in ("token_prompts", "stream_usage", "logprobs", "echo", "suffix"):
         if key in options:
             if not isinstance(options[key], bool):
                 raise ConfigError(f"{key} must be true or false", key)

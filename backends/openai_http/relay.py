@@ -21,6 +21,7 @@ import httpx
 from backends.base import Finished, GenerationEvent, TextDelta, Usage
 from backends.errors import UpstreamError
 from backends.openai_http import errors
+from backends.openai_http.logprobs import split_prompt
 from backends.openai_http.wire import ChunkPiece, read_chunk, sse_data
 
 T = TypeVar("T")
@@ -64,12 +65,14 @@ class Exchange:
 
 
 async def relay(
-    response: httpx.Response, is_chat: bool, exchange: Exchange
+    response: httpx.Response, is_chat: bool, exchange: Exchange, echo: str | None = None
 ) -> AsyncIterator[GenerationEvent]:
+    """`echo`: the prompt, when the upstream was asked to echo it: its first text is
+    that prompt (as this gateway and vLLM stream it), marked `is_prompt`."""
     content_type = response.headers.get("content-type", "")
     if "text/event-stream" not in content_type:
         # An upstream that ignored `stream: true` (or was asked not to stream).
-        async for event in _whole(response, is_chat, exchange):
+        async for event in _whole(response, is_chat, exchange, echo):
             yield event
         return
     finish: ChunkPiece | None = None
@@ -97,10 +100,11 @@ async def relay(
             raise errors.malformed(str(exc)) from None
         if piece.usage is not None:
             usage = piece.usage
-        if piece.text:
+        if piece.text or piece.logprobs:
+            prompt = echo is not None and not started
             started = True
-            deltas += 1
-            yield TextDelta(piece.text)
+            deltas += 0 if prompt else 1
+            yield TextDelta(piece.text, (), piece.logprobs, is_prompt=prompt)
         if piece.finish_reason is not None:
             finish = piece
     if finish is None or finish.finish_reason is None:
@@ -137,7 +141,7 @@ async def _drain(events: AsyncIterator[str], exchange: Exchange) -> None:
 
 
 async def _whole(
-    response: httpx.Response, is_chat: bool, exchange: Exchange
+    response: httpx.Response, is_chat: bool, exchange: Exchange, echo: str | None = None
 ) -> AsyncIterator[GenerationEvent]:
     body = await read_body(response, exchange, exchange.limits.max_response_bytes)
     try:
@@ -148,8 +152,12 @@ async def _whole(
         piece = read_chunk(payload, is_chat)
     except ValueError as exc:
         raise errors.malformed(str(exc)) from None
-    if piece.text:
-        yield TextDelta(piece.text)
+    text, entries = piece.text, piece.logprobs
+    if echo is not None:
+        prompt, prompt_entries, text, entries = split_prompt(text, entries, echo)
+        yield TextDelta(prompt, (), prompt_entries, is_prompt=True)
+    if text or entries:
+        yield TextDelta(text, (), entries)
     yield Finished(piece.finish_reason or "stop", piece.usage or Usage(0, 0))
 
 

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from backends.base import FinishReason, GenerationRequest, SamplingParams, Usage
+from backends.base import FinishReason, GenerationRequest, SamplingParams, TokenLogprob, Usage
+from backends.openai_http.logprobs import chat_logprobs, legacy_logprobs
 
 FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop",
@@ -34,6 +35,16 @@ def build_body(
         prompt = request.prompt
         body["prompt"] = prompt if isinstance(prompt, str) else list(prompt)
     body.update(sampling_fields(request.params))
+    if request.logprobs is not None:  # only asked when the options say the upstream can
+        if request.is_chat:
+            body["logprobs"] = True
+            body["top_logprobs"] = request.logprobs
+        else:
+            body["logprobs"] = request.logprobs
+    if request.echo:
+        body["echo"] = True
+    if request.suffix is not None:
+        body["suffix"] = request.suffix
     if stream:
         body["stream"] = True
         if include_usage:
@@ -73,6 +84,7 @@ class ChunkPiece:
     text: str = ""
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 MAX_TOKEN_COUNT = 2**40  # far above any context, far below what breaks arithmetic
@@ -119,6 +131,8 @@ def read_chunk(payload: Any, is_chat: bool) -> ChunkPiece:
             except UnicodeEncodeError:
                 raise ValueError("text is not valid Unicode") from None
     piece.text = text or ""
+    read_logprobs = chat_logprobs if is_chat else legacy_logprobs
+    piece.logprobs = read_logprobs(choice.get("logprobs"))
     reason = choice.get("finish_reason")
     if reason is not None and not isinstance(reason, str):
         raise ValueError("finish_reason is not a string")
