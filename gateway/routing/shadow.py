@@ -151,7 +151,10 @@ class ShadowRunner:
                     error=error.code or error.type if error else "timeout",
                 )
                 return
-            primary = await tap.done  # the primary has its own bounds
+            try:  # bounded too: a primary whose streams were never read never resolves
+                primary = await asyncio.wait_for(tap.done, deadline)
+            except TimeoutError:
+                primary = None
             self._compare(route, shadow, requests, primary, copy)
         finally:
             self._running[shadow.model] -= 1

@@ -13,11 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
-from backends.base import Capabilities
+from backends.base import Capabilities, GenerationRequest
 from backends.errors import UpstreamError
 from gateway.config import ServerSettings
 from gateway.metrics_config import MetricsSettings
 from gateway.routing import Shadow
+from gateway.routing.shadow import ShadowRunner
 from tests.gateway.routing.support import ab_route, routed_app, scrape, total
 from tests.support.inprocess import Script, ScriptedBackend, ThreadedServer, asgi_client
 from tests.support.wire import assert_envelope
@@ -212,3 +213,19 @@ async def test_a_failing_shadow_is_counted_and_the_client_served() -> None:
         samples = await until(client, lambda s: total(s, "gateway_shadow_total") == 1)
     assert response.status_code == 200
     assert total(samples, "gateway_shadow_total", result="error") == 1
+
+
+async def test_a_primary_that_is_never_read_does_not_hold_a_shadow_slot() -> None:
+    results: list[str] = []
+    runner = ShadowRunner(lambda route, shadow, result: results.append(result), lambda *a: None)
+    copy = ScriptedBackend("spare", "a b", capabilities=CAPS)
+    shadow = Shadow("spare", 1.0, 1)
+    request = [GenerationRequest("x", request_id="r-shadow")]
+    tap = runner.start("smol", shadow, lambda: copy, request, deadline=0.2)
+    assert tap is not None  # its primary's streams are never wrapped nor read
+    await asyncio.wait_for(asyncio.gather(*runner.tasks), 10)
+    assert results == ["ok"]  # compared with nothing, after the deadline
+    again = runner.start("smol", shadow, lambda: copy, request, deadline=0.2)
+    assert again is not None  # the slot was given back
+    again.abandon()
+    await runner.aclose()
