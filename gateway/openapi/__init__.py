@@ -44,6 +44,18 @@ SSE_EVENT: Schema = {
 }
 
 
+# On responses of a route (README "A/B testing"), streams included.
+ROUTE_HEADERS: Schema = {
+    name: {"description": what, "required": False, "schema": {"type": "string"}}
+    for name, what in (
+        ("x-gateway-route", "the route the request named"),
+        ("x-gateway-experiment", "the route's experiment"),
+        ("x-gateway-variant", "the variant assigned (or forced by the request's header)"),
+        ("x-gateway-model", "the model that served it, after any fallback"),
+    )
+}
+
+
 def _generation(summary: str, request: str, response: str, chunk_note: str) -> Schema:
     return {
         "post": {
@@ -56,6 +68,7 @@ def _generation(summary: str, request: str, response: str, chunk_note: str) -> S
                 "200": {
                     "description": "The response, or with stream = true an SSE stream of "
                     f"`data: <{chunk_note}>` events ending with `data: [DONE]`.",
+                    "headers": ROUTE_HEADERS,
                     "content": {
                         "application/json": {"schema": ref(response)},
                         "text/event-stream": {"schema": SSE_EVENT},
