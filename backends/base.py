@@ -173,6 +173,11 @@ class Admission:
     def prompt_tokens(self) -> list[int | None]:
         return []
 
+    def queue_seconds(self) -> list[float | None]:
+        """How long each started sequence waited for the backend to take it up (None
+        while unknown); empty for a backend without a queue of its own."""
+        return []
+
 
 @dataclass(frozen=True, slots=True)
 class TokenizerInfo:

@@ -96,6 +96,11 @@ class GatewayMetrics:
             "Generation requests the client left before their end",
             CALL_LABELS, registry=r,
         )
+        self.queue_wait = Histogram(
+            "gateway_queue_wait_seconds",
+            "Time a request's sequences waited for a slot of their engine (the longest)",
+            CALL_LABELS, registry=r, buckets=LATENCY_BUCKETS,
+        )
         self.inflight = Gauge(
             "gateway_inflight_requests", "Generation requests being served", ("model",), registry=r
         )
@@ -152,6 +157,8 @@ class GatewayMetrics:
         if record.cancelled:
             self.cancelled.labels(*labels).inc()
         self.duration.labels(*labels).observe(seconds)
+        if record.queue_ms is not None:
+            self.queue_wait.labels(*labels).observe(record.queue_ms / 1000)
         if record.prompt_tokens is not None:
             self.tokens.labels(*labels, "input").observe(record.prompt_tokens)
         if record.completion_tokens is not None:
@@ -178,6 +185,7 @@ class RequestRecord(Protocol):
     prompt_tokens: int | None
     completion_tokens: int | None
     ttft_ms: float | None
+    queue_ms: float | None
     error: str | None
     cancelled: bool | None
     assignment: str | None

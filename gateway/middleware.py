@@ -29,6 +29,7 @@ class AccessRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     ttft_ms: float | None = None
+    queue_ms: float | None = None  # the longest wait of its sequences for a slot
     error: str | None = None
     cancelled: bool | None = None  # the client left first: logged with status 499
     # routing (gateway/routing): what served it and why; metrics read these too

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from backends.base import Admission, Backend, GenerationEvent, GenerationRequest
 from backends.llama_cpp.engine import Engine
-from backends.llama_cpp.sequence import Ticket
+from backends.llama_cpp.sequence import Sequence, Ticket
 
 
 class TicketedGenerate(Protocol):
@@ -19,6 +19,7 @@ class TicketedGenerate(Protocol):
         request: GenerationRequest,
         ticket: Ticket | None,
         on_prompt: Callable[[int], None] | None,
+        on_sequence: Callable[[Sequence], None] | None,
     ) -> AsyncIterator[GenerationEvent]: ...
 
 
@@ -31,18 +32,26 @@ class EngineAdmission(Admission):
         self._ticket = ticket
         self._generate = generate
         self._prompts: list[int | None] = []
+        self._sequences: list[Sequence | None] = []
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         index = len(self._prompts)
         self._prompts.append(None)
+        self._sequences.append(None)
 
         def on_prompt(n_tokens: int) -> None:
             self._prompts[index] = n_tokens
 
-        return self._generate(request, self._ticket, on_prompt)
+        def on_sequence(seq: Sequence) -> None:
+            self._sequences[index] = seq
+
+        return self._generate(request, self._ticket, on_prompt, on_sequence)
 
     def release(self) -> None:
         self._engine.release(self._ticket)
 
     def prompt_tokens(self) -> list[int | None]:
         return list(self._prompts)
+
+    def queue_seconds(self) -> list[float | None]:
+        return [s.queue_seconds if s is not None else None for s in self._sequences]

@@ -187,6 +187,7 @@ class LlamaCppBackend(Backend):
         request: GenerationRequest,
         ticket: Ticket | None = None,
         on_prompt: collections.abc.Callable[[int], None] | None = None,
+        on_sequence: collections.abc.Callable[[Sequence], None] | None = None,
     ) -> AsyncIterator[GenerationEvent]:
         engine, model = self._engine, self._model
         if engine is None or model is None:
@@ -220,6 +221,8 @@ class LlamaCppBackend(Backend):
             echo_text=prompt.echo_text,
             echo_from=prompt.echo_from,
         )
+        if on_sequence is not None:
+            on_sequence(seq)
         engine.submit(seq, ticket)
         finished = False
         try:

@@ -91,6 +91,7 @@ class Engine:
                 self._reserved -= 1
             else:
                 self._check_room(1)
+            seq.submitted_at = time.perf_counter()
             self._waiting.append(seq)
             self._cond.notify()
 
@@ -202,6 +203,7 @@ class Engine:
         self._ctx.forget(slot, from_pos=reuse)
         self._cached[slot] = []
         seq.slot = slot
+        seq.queue_seconds = time.perf_counter() - seq.submitted_at
         seq.n_prefilled = seq.n_reused = reuse
         self.reused_tokens += reuse
         seq.sampler = Sampler(self._model, seq.params)

@@ -32,6 +32,8 @@ class Sequence:
     output: asyncio.Queue[EngineOutput] = field(default_factory=asyncio.Queue)
     cancelled: bool = False
     # engine-thread state
+    submitted_at: float = 0.0  # time.perf_counter() when it joined the queue
+    queue_seconds: float | None = None  # from the queue to a slot
     slot: int = -1
     n_prefilled: int = 0
     n_generated: int = 0

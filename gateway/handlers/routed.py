@@ -128,6 +128,10 @@ async def open_plan(
         if position > 0:
             record.fell_back = True
         record.served_by = model_id
+        admission = tally.admission
+        waits = [w for w in (admission.queue_seconds() if admission else []) if w is not None]
+        if waits:  # every sequence has sent its first event: each was given a slot
+            record.queue_ms = round(max(waits) * 1000, 1)
         return Opened(model_id, backend, streams)
     raise AssertionError("a plan has at least one candidate")
 

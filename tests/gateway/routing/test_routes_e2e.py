@@ -206,6 +206,12 @@ def test_sticky_assignment_across_processes_and_weight_changes(gateways: Gateway
             before, "gateway_requests_total", model="tiny", variant=name
         )
         assert counted == seen.count(name)
+    # the local variant's engine reports how long each request waited for a slot
+    queue = "gateway_queue_wait_seconds_count"
+    waited = total(after, queue, model="tiny", served_by="local") - total(
+        before, queue, model="tiny", served_by="local"
+    )
+    assert waited == seen.count("control")
     # a second process with the same config agrees; one with control at 60 moves only
     # users of the variant that shrinks (treatment) to the one that grows
     folder = gateways.folder
