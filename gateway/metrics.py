@@ -26,6 +26,9 @@ LATENCY_BUCKETS = (
 PER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 TOKEN_BUCKETS = tuple(float(4**i) for i in range(12))  # 1 .. 4,194,304
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+# An upstream's error codes reach `error_type`: past this many distinct values, "other",
+# so that no upstream can grow the number of series without bound.
+MAX_ERROR_TYPES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,7 @@ class _BackendCollector(Collector):
 class GatewayMetrics:
     def __init__(self, backends: Callable[[], Iterable[BackendSample]] | None = None) -> None:
         self.registry = r = CollectorRegistry()
+        self._error_types: set[str] = set()
         self.ttft = Histogram(
             "gen_ai_server_time_to_first_token_seconds",
             "Time to the first generated token",
@@ -135,6 +139,13 @@ class GatewayMetrics:
         the record's `operation`; `observe` ends it)."""
         self.inflight.labels(model).inc()
 
+    def _bounded(self, error_type: str) -> str:
+        if error_type not in self._error_types:
+            if len(self._error_types) >= MAX_ERROR_TYPES:
+                return "other"
+            self._error_types.add(error_type)
+        return error_type
+
     def assigned(self, experiment: str, variant: str, assignment: str) -> None:
         self.assignments.labels(experiment, variant, assignment).inc()
 
@@ -152,7 +163,7 @@ class GatewayMetrics:
             record.operation,
             "true" if record.stream else "false",
         )
-        error_type = "cancelled" if record.cancelled else (record.error or "")
+        error_type = self._bounded("cancelled" if record.cancelled else (record.error or ""))
         self.requests.labels(*labels, f"{status // 100}xx", error_type).inc()
         if record.cancelled:
             self.cancelled.labels(*labels).inc()

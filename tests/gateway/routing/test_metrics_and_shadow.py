@@ -229,3 +229,17 @@ async def test_a_primary_that_is_never_read_does_not_hold_a_shadow_slot() -> Non
     assert again is not None  # the slot was given back
     again.abandon()
     await runner.aclose()
+
+
+def test_error_types_cannot_grow_the_series_without_bound() -> None:
+    from gateway.metrics import MAX_ERROR_TYPES, GatewayMetrics
+    from gateway.middleware import AccessRecord
+
+    metrics = GatewayMetrics()
+    for i in range(MAX_ERROR_TYPES + 50):
+        record = AccessRecord(model="m", operation="completion", error=f"upstream_code_{i}")
+        metrics.started("m")
+        metrics.observe(record, 502, 0.01)
+    families = {m.name: m for m in metrics.registry.collect()}
+    kinds = {s.labels["error_type"] for s in families["gateway_requests"].samples}
+    assert len(kinds) == MAX_ERROR_TYPES + 1 and "other" in kinds
