@@ -5,6 +5,7 @@ is taken up only once the first has finished."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from backends.base import GenerationRequest, SamplingParams
@@ -37,15 +38,16 @@ def test_a_queued_sequence_waits_for_the_running_one(tiny_bloom_path: Path) -> N
         options = {"model_path": str(tiny_bloom_path), "parallel": 1, "n_ctx": 256}
         async with LlamaCppBackend.from_config("m", options, Path(".")) as backend:
             admission = backend.admit(2)
-            params = SamplingParams(max_tokens=16, temperature=0, logit_bias={2: -100})
+            params = SamplingParams(max_tokens=200, temperature=0, logit_bias={2: -100})
             gens = [admission.generate(GenerationRequest(p, params)) for p in ("a", "b")]
-            # both submitted together: the second waits in the queue for the slot
-            firsts = await asyncio.gather(*(anext(g) for g in gens))
+            await anext(gens[0])  # the first holds the only slot for 200 tokens
+            started = time.perf_counter()
+            await anext(gens[1])  # the second waits in the queue until it is done
+            waited = time.perf_counter() - started
             admission.release()
-            assert len(firsts) == 2
             running, queued = admission.queue_seconds()
             assert running is not None and queued is not None
-            assert queued > running
+            assert running < queued <= waited
             for gen in gens:
                 await gen.aclose()
 
