@@ -42,9 +42,52 @@ class SamplingParams:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call of one of the request's tools: `arguments` is a JSON object's text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str
+    name: str | None = None
+    # An assistant turn's calls, and for a `tool` message the call it answers.
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputConstraint:
+    """What the generated text must be: any JSON object (`json_object`), or JSON valid
+    against `schema` (`json_schema`, a JSON Schema object). Backends that enforce it
+    list "response_format" in `Capabilities.features`."""
+
+    kind: Literal["json_object", "json_schema"]
+    schema: Mapping[str, Any] | None = None
+    name: str | None = None
+    strict: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function the model may call; `parameters` is a JSON Schema object."""
+
+    name: str
+    description: str | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    strict: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    """`none`: answer in text; `auto`: text or calls; `required`: at least one call;
+    `function`: a call of the tool named `name`."""
+
+    mode: Literal["none", "auto", "required", "function"] = "auto"
     name: str | None = None
 
 
@@ -57,6 +100,9 @@ class GenerationRequest:
     `logprobs`: how many alternatives to report per token (None: no log-probs).
     `echo`: emit the prompt first (only when the backend declares `echo`).
     `suffix`: text after the insertion point, for fill-in-the-middle.
+    `constraint`: the shape the output must have (structured output).
+    `tools` / `tool_choice` / `parallel_tool_calls`: functions a chat may call; calls
+    come back in `Finished.tool_calls` (finish reason "tool_calls").
     """
 
     prompt: str | tuple[int, ...] = ""
@@ -66,6 +112,10 @@ class GenerationRequest:
     logprobs: int | None = None
     echo: bool = False
     suffix: str | None = None
+    constraint: OutputConstraint | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    parallel_tool_calls: bool = True
 
     @property
     def is_chat(self) -> bool:
@@ -108,10 +158,12 @@ class TextDelta:
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """Always the last event of a generation."""
+    """Always the last event of a generation. `tool_calls`: the calls the text made
+    (then `finish_reason` is "tool_calls" and that text is not a message's content)."""
 
     finish_reason: FinishReason
     usage: Usage
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 GenerationEvent = TextDelta | Finished
