@@ -100,6 +100,9 @@ class GenerationRequest:
     `logprobs`: how many alternatives to report per token (None: no log-probs).
     `echo`: emit the prompt first (only when the backend declares `echo`).
     `suffix`: text after the insertion point, for fill-in-the-middle.
+    `context_files`: (filename, text) chunks of other files for fill-in-the-middle,
+    placed before the FIM prefix as the model's FIM format places them (the oldest
+    dropped first when they do not fit the context).
     `constraint`: the shape the output must have (structured output).
     `tools` / `tool_choice` / `parallel_tool_calls`: functions a chat may call; calls
     come back in `Finished.tool_calls` (finish reason "tool_calls").
@@ -112,6 +115,7 @@ class GenerationRequest:
     logprobs: int | None = None
     echo: bool = False
     suffix: str | None = None
+    context_files: tuple[tuple[str, str], ...] = ()
     constraint: OutputConstraint | None = None
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: ToolChoice = field(default_factory=ToolChoice)

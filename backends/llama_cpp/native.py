@@ -53,6 +53,9 @@ class FimTokens:
     prefix: int
     suffix: int
     middle: int
+    # repository-level FIM (Qwen2.5-Coder's <|repo_name|>, <|file_sep|>); -1: none
+    repo: int = -1
+    separator: int = -1
 
 
 class LoadLog:
@@ -154,7 +157,9 @@ class Model:
         mid = llama_cpp.llama_vocab_fim_mid(self._vocab)
         if min(pre, suf, mid) < 0:
             return None
-        return FimTokens(int(pre), int(suf), int(mid))
+        rep = llama_cpp.llama_vocab_fim_rep(self._vocab)
+        sep = llama_cpp.llama_vocab_fim_sep(self._vocab)
+        return FimTokens(int(pre), int(suf), int(mid), int(rep), int(sep))
 
     def tokenize(
         self, text: str, add_special: bool = True, parse_special: bool = False
