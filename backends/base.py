@@ -269,6 +269,9 @@ class Backend(abc.ABC):
 
     #: the name it is registered under in the `gateway.backends` entry-point group
     name: str = ""
+    #: where it runs unless its [[models]] entry says `isolation`: "none" (in the
+    #: gateway's process) or "process" (a supervised worker, `backends.worker`)
+    default_isolation: str = "none"
 
     @classmethod
     @abc.abstractmethod

@@ -54,6 +54,8 @@ class ModelConfig:
     backend: str
     options: Mapping[str, Any] = field(default_factory=dict)
     hidden: bool = False  # served only through routes: not listed, not addressable
+    isolation: str | None = None  # "process" | "none"; None: the backend's default
+    worker: Mapping[str, Any] = field(default_factory=dict)  # [models.worker]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +103,12 @@ def parse_config(raw: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> 
         key = f"models[{i}]"
         if not isinstance(entry, dict):
             raise fail(key, "must be a table")
-        extra = sorted(set(entry) - {"id", "backend", "options", "hidden"})
+        extra = sorted(set(entry) - {"id", "backend", "options", "hidden", "isolation", "worker"})
         if extra:
-            raise fail(f"{key}.{extra[0]}", "unknown key (expected id, backend, options, hidden)")
+            raise fail(
+                f"{key}.{extra[0]}",
+                "unknown key (expected id, backend, options, hidden, isolation, worker)",
+            )
         model_id = entry.get("id")
         if not isinstance(model_id, str) or not MODEL_ID.match(model_id):
             raise fail(f"{key}.id", "must be a model id of letters, digits and ._:/@+-")
@@ -118,7 +123,13 @@ def parse_config(raw: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> 
         hidden = entry.get("hidden", False)
         if not isinstance(hidden, bool):
             raise fail(f"{key}.hidden", "must be true or false")
-        models.append(ModelConfig(model_id, backend, options, hidden))
+        isolation = entry.get("isolation")
+        if isolation is not None and isolation not in ("process", "none"):
+            raise fail(f"{key}.isolation", 'must be "process" or "none"')
+        worker = entry.get("worker", {})
+        if not isinstance(worker, dict):
+            raise fail(f"{key}.worker", "must be a table")
+        models.append(ModelConfig(model_id, backend, options, hidden, isolation, worker))
     limits = parse_limits(raw.get("limits", {}), fail)
     routes = parse_routes(raw.get("routes"), [m.id for m in models], fail)
     metrics = parse_metrics(raw.get("metrics", {}), fail)

@@ -14,7 +14,8 @@ import structlog
 from backends.base import Backend
 from backends.errors import BackendError, ConfigError, InvalidRequest
 from backends.registry import load_backend_class
-from gateway.config import ConfigFileError, GatewayConfig
+from backends.worker import ProcessBackend, WorkerOptions
+from gateway.config import ConfigFileError, GatewayConfig, ModelConfig
 from gateway.errors import APIError, model_not_found
 
 log = structlog.get_logger("gateway.registry")
@@ -45,6 +46,26 @@ class ServedModel:
         return health.state
 
 
+def _build_backend(model: ModelConfig, config: GatewayConfig) -> Backend:
+    """The model's backend, wrapped in a supervised worker process when its isolation
+    (or its backend's default) is "process"."""
+    backend_cls = load_backend_class(model.backend)
+    isolation = model.isolation or backend_cls.default_isolation
+    if isolation != "process":
+        if model.worker:
+            raise ConfigError('needs isolation = "process"', "worker")
+        return backend_cls.from_config(model.id, model.options, config.base_dir)
+    try:
+        WorkerOptions.parse(model.worker)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), f"worker.{exc.key}") from None
+    return ProcessBackend.from_config(
+        model.id,
+        {"backend": model.backend, "options": model.options, "worker": model.worker},
+        config.base_dir,
+    )
+
+
 class ModelRegistry:
     def __init__(self, models: list[ServedModel]) -> None:
         self._models = {m.id: m for m in models}
@@ -57,10 +78,11 @@ class ModelRegistry:
         for i, model in enumerate(config.models):
             where = f"{config.path}: models[{i}] ({model.id})"
             try:
-                backend_cls = load_backend_class(model.backend)
-                backend = backend_cls.from_config(model.id, model.options, config.base_dir)
+                backend = _build_backend(model, config)
             except ConfigError as exc:
-                key = "backend" if exc.key == "backend" else f"options.{exc.key or '?'}"
+                key = exc.key if exc.key and exc.key.startswith(("backend", "worker")) else (
+                    f"options.{exc.key or '?'}"
+                )
                 raise ConfigFileError(f"{where}: {key}: {exc}") from None
             served.append(ServedModel(model.id, backend))
         return cls(served)

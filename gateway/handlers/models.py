@@ -7,6 +7,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from backends.base import Backend
+from backends.worker import ProcessBackend
 from gateway.errors import model_not_found
 from gateway.handlers.common import api_endpoint, registry
 from gateway.registry import ServedModel
@@ -57,6 +59,15 @@ async def list_backends(request: Request) -> Response:
                 "error": model.error,
                 "details": dict(info.details) if info else {},
                 "stats": dict(model.backend.stats()) if info else {},
+                **_isolation(model.backend),
             }
         )
     return JSONResponse({"object": "list", "data": data})
+
+
+def _isolation(backend: Backend) -> dict[str, object]:
+    """Where the model runs; for a worker process, its pid, state, restarts, last exit
+    (`SIGSEGV`, `exit 1`) and the next restart attempt (Unix time)."""
+    if isinstance(backend, ProcessBackend):
+        return {"isolation": "process", "worker": backend.worker_status()}
+    return {"isolation": "none", "worker": None}

@@ -318,6 +318,28 @@ BACKENDS: Schema = {
                     "error": nullable({"type": "string"}),
                     "details": {"type": "object"},
                     "stats": {"type": "object"},
+                    "isolation": {"type": "string", "enum": ["none", "process"]},
+                    "worker": nullable(
+                        {
+                            "type": "object",
+                            "description": "the supervised worker process (isolation process)",
+                            "properties": {
+                                "pid": nullable({"type": "integer"}),
+                                "state": {
+                                    "type": "string",
+                                    "description": "starting, ready, restarting, crashed, "
+                                    "failed, closed",
+                                },
+                                "restarts": {"type": "integer"},
+                                "last_exit": nullable(
+                                    {"type": "string", "description": "SIGSEGV, exit 1, ..."}
+                                ),
+                                "next_attempt": nullable(
+                                    {"type": "number", "description": "Unix time"}
+                                ),
+                            },
+                        }
+                    ),
                 },
             },
         },
