@@ -21,12 +21,15 @@ from gateway.errors import APIError
 from gateway.handlers.chat import create_chat_completion
 from gateway.handlers.common import error_response
 from gateway.handlers.completions import create_completion
+from gateway.handlers.feedback import post_feedback
 from gateway.handlers.health import health, ready
 from gateway.handlers.metrics import backend_samples, metrics_endpoint
 from gateway.handlers.models import get_model, list_backends, list_models
 from gateway.handlers.openapi import openapi_json
 from gateway.handlers.tokenize import detokenize, tokenize, tokenizer_info
 from gateway.metrics import GatewayMetrics
+from gateway.records.store import open_store
+from gateway.records.writer import RecordWriter
 from gateway.registry import ModelRegistry
 from gateway.routing import Router
 from gateway.routing.shadow import ShadowRunner
@@ -60,9 +63,17 @@ def create_app(
         ).observe(seconds),
     )
 
+    records = (
+        RecordWriter(open_store(config.store, config.base_dir), config.store, metrics.registry)
+        if config.store is not None
+        else None
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         loader = asyncio.create_task(registry.load_all(on_fatal))
+        if records is not None:
+            records.start()
         try:
             yield {
                 "registry": registry,
@@ -72,12 +83,15 @@ def create_app(
                 "metrics": metrics,
                 "metrics_settings": config.metrics,
                 "shadows": shadows,
+                "records": records,
             }
         finally:
             loader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loader
             await shadows.aclose()
+            if records is not None:
+                await records.aclose()
             await registry.aclose()
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -98,6 +112,7 @@ def create_app(
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
         Route("/v1/backends", list_backends, methods=["GET"]),
+        *([Route("/v1/feedback", post_feedback, methods=["POST"])] if config.store else []),
         # the served model's tokenizer, at llama.cpp's and vLLM's paths and under /v1
         *(
             Route(f"{prefix}{path}", endpoint, methods=[method])
@@ -121,4 +136,5 @@ def create_app(
         exception_handlers={HTTPException: http_error},
     )
     app.state.drain = drain
+    app.state.records = records  # the record writer (None without [store])
     return app

@@ -18,6 +18,7 @@ from typing import Any
 from gateway.edge_config import EDGE_KEYS, parse_edge
 from gateway.limits import LimitsSettings, parse_limits
 from gateway.metrics_config import MetricsSettings, parse_metrics
+from gateway.records.config import StoreSettings, parse_store
 from gateway.routing.config import RouteConfig, parse_routes
 
 LOG_FORMATS = ("auto", "json", "console")
@@ -66,6 +67,7 @@ class GatewayConfig:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     routes: tuple[RouteConfig, ...] = ()
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    store: StoreSettings | None = None  # [store]: experiment records and feedback
 
     @property
     def base_dir(self) -> Path:
@@ -87,11 +89,12 @@ def parse_config(raw: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> 
     def fail(key: str, problem: str) -> ConfigFileError:
         return ConfigFileError(f"{path}: {key}: {problem}")
 
-    unknown = sorted(set(raw) - {"server", "models", "limits", "routes", "metrics"})
+    unknown = sorted(set(raw) - {"server", "models", "limits", "routes", "metrics", "store"})
     if unknown:
         raise fail(
             unknown[0],
-            "unknown section (expected [server], [limits], [metrics], [[models]], [[routes]])",
+            "unknown section (expected [server], [limits], [metrics], [store], [[models]], "
+            "[[routes]])",
         )
     server = _parse_server(raw.get("server", {}), fail)
     server = _apply_env(server, env, fail)
@@ -133,7 +136,8 @@ def parse_config(raw: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> 
     limits = parse_limits(raw.get("limits", {}), fail)
     routes = parse_routes(raw.get("routes"), [m.id for m in models], fail)
     metrics = parse_metrics(raw.get("metrics", {}), fail)
-    return GatewayConfig(server, tuple(models), path, limits, routes, metrics)
+    store = parse_store(raw.get("store"), fail)
+    return GatewayConfig(server, tuple(models), path, limits, routes, metrics, store)
 
 
 def _parse_server(raw: Any, fail: Any) -> ServerSettings:

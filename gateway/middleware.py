@@ -13,6 +13,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import APIError
+from gateway.records.build import build_record
 
 log = structlog.get_logger("gateway.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -41,6 +42,7 @@ class AccessRecord:
     served_by: str | None = None
     fell_back: bool | None = None  # served by a fallback: keep it out of comparisons
     fallback_errors: str | None = None  # "model:code,..." of the candidates that failed
+    unit_hash: str | None = None  # the experiment unit's hash (never its value): for records
 
 
 def access_record(scope: Scope) -> AccessRecord:
@@ -131,6 +133,7 @@ class RequestContext:
             finally:
                 self._log(scope, record, status, started)
                 _observe(scope, record, status, started)
+                _store(scope, record, status, started, request_id)
 
     @staticmethod
     def _log(scope: Scope, record: AccessRecord, status: int, started: float) -> None:
@@ -158,6 +161,30 @@ def _observe(scope: Scope, record: AccessRecord, status: int, started: float) ->
         metrics.observe(record, status, time.perf_counter() - started)
     except Exception as exc:  # like the log line: never at the cost of a response
         log.error("metrics observation failed", error_type=type(exc).__name__)
+
+
+def _store(
+    scope: Scope, record: AccessRecord, status: int, started: float, request_id: str
+) -> None:
+    """Offers the finished request's experiment record to the app's record writer (a
+    bounded queue: never waits; gateway/records/writer.py)."""
+    writer = scope.get("state", {}).get("records")
+    if writer is None:
+        return
+    try:
+        seconds = time.perf_counter() - started
+        built = build_record(
+            record,
+            request_id=request_id,
+            status=499 if record.cancelled else (status or 499),
+            started_at=time.time() - seconds,
+            seconds=seconds,
+            record_all=writer.settings.record_all,
+        )
+        if built is not None:
+            writer.offer(built)
+    except Exception as exc:  # like the log line: never at the cost of a response
+        log.error("experiment record failed", error_type=type(exc).__name__)
 
 
 def _start(error: APIError) -> Message:

@@ -58,6 +58,7 @@ def plan_call(request: Request, call: RoutedCall, record: AccessRecord) -> Route
     plan = router.plan(call.model, request_units(request, call), override)
     record.route, record.experiment = plan.route, plan.experiment
     record.variant, record.assignment = plan.variant, plan.assignment
+    record.unit_hash = plan.unit_hash
     return plan
 
 

@@ -18,12 +18,17 @@ from collections.abc import Sequence
 from gateway.routing.config import Variant
 
 
-def unit_point(salt: str, experiment: str, unit: str) -> float:
-    """A point in [0, 1) fixed by (salt, experiment, unit). The three are hashed as a
-    JSON array, so no choice of strings can make two different triples collide."""
+def unit_hash(salt: str, experiment: str, unit: str) -> str:
+    """SHA-256 hex of (salt, experiment, unit), hashed as a JSON array, so no choice of
+    strings can make two different triples collide. Records keep this, never the unit."""
     data = json.dumps([salt, experiment, unit], ensure_ascii=False).encode()
-    digest = hashlib.sha256(data).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    return hashlib.sha256(data).hexdigest()
+
+
+def unit_point(salt: str, experiment: str, unit: str) -> float:
+    """A point in [0, 1) fixed by (salt, experiment, unit): the first 8 bytes of
+    `unit_hash` over 2**64."""
+    return int(unit_hash(salt, experiment, unit)[:16], 16) / 2**64
 
 
 def pick_variant(variants: Sequence[Variant], point: float) -> Variant:

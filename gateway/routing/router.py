@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gateway.errors import invalid, model_not_found
-from gateway.routing.assign import api_key_unit, pick_variant, unit_point
+from gateway.routing.assign import api_key_unit, pick_variant, unit_hash, unit_point
 from gateway.routing.config import RouteConfig, Shadow
 
 OVERRIDE_HEADER = "x-gateway-variant"
@@ -40,6 +40,7 @@ class RoutePlan:
     assignment: Assignment | None = None
     shadow: Shadow | None = None
     deadline: float = 600.0
+    unit_hash: str | None = None  # SHA-256 hex of (salt, experiment, unit value): for records
 
     def headers(self, served_by: str) -> dict[str, str]:
         """The response headers of a routed request (none for a plain model)."""
@@ -136,6 +137,7 @@ class Router:
                 deadline=route.deadline,
             )
         assignment: Assignment
+        value = _unit_value(experiment.unit, units)
         if override is not None:
             if not experiment.allow_override:
                 raise _override_error(
@@ -149,7 +151,6 @@ class Router:
                 )
             assignment = "override"
         else:
-            value = _unit_value(experiment.unit, units)
             if value is None:
                 point = self._rng.random()
                 assignment = "request" if experiment.unit == "request" else "unit_missing"
@@ -170,6 +171,7 @@ class Router:
             assignment=assignment,
             shadow=route.shadow,
             deadline=route.deadline,
+            unit_hash=None if value is None else unit_hash(experiment.salt, experiment.name, value),
         )
 
 
