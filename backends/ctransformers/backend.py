@@ -66,6 +66,7 @@ class CTransformersBackend(Backend):
         self._template: ChatTemplate | None = None
         self._template_source: str | None = None
         self._gguf: GGUFSummary | None = None
+        self._generated = 0  # tokens sampled since load (a cancelled one stops adding)
         self._details: dict[str, Any] = {"file": model_file.name, "model_type": opts.model_type}
 
     @classmethod
@@ -171,7 +172,7 @@ class CTransformersBackend(Backend):
         return ModelInfo(self.model_id, self.name, self.capabilities, dict(self._details))
 
     def stats(self) -> Mapping[str, Any]:
-        return self._queue.stats()
+        return {**self._queue.stats(), "tokens_generated": self._generated}
 
     # -- generation ---------------------------------------------------------------
 
@@ -251,6 +252,7 @@ class CTransformersBackend(Backend):
                 yield Finished("stop", Usage(len(tokens), produced))
                 return
             produced += 1
+            self._generated += 1
             history.append(token)
             pending = token
             piece, stopped = stops.feed(utf8.feed(model.piece(token)))

@@ -1,0 +1,223 @@
+"""The ctransformers backend served by a real gateway process, on tiny models written at
+test time. ctransformers can still crash the process it runs in, so it never runs in the
+pytest process: every test here talks to a gateway subprocess over loopback."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.ctmodels import write_gpt2_ggml, write_llama_spm
+from tests.support.server import GatewayProcess
+from tests.support.wire import assert_envelope, sse_json
+
+TEMPLATE = "{% for m in messages %}{{ m.role }}: {{ m.content }}\\n{% endfor %}assistant:"
+NON_ASCII = "Grüße aus Köln — 你好, ünïcødé ✓ a b"
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    folder = tmp_path_factory.mktemp("ctransformers")
+    gpt2 = write_gpt2_ggml(folder / "gpt2.bin")
+    # wide enough that 1,500 tokens take seconds: a client leaving is noticed long before
+    long = write_gpt2_ggml(folder / "gpt2-long.bin", n_embd=256, n_layer=4, n_ctx=2048, seed=3)
+    llama = write_llama_spm(folder / "llama.gguf")
+    config = folder / "gateway.toml"
+    config.write_text(
+        f"""
+[[models]]
+id = "gpt2"
+backend = "ctransformers"
+[models.options]
+model_path = "{gpt2}"
+model_type = "gpt2"
+
+[[models]]
+id = "gpt2-long"
+backend = "ctransformers"
+[models.options]
+model_path = "{long}"
+model_type = "gpt2"
+max_queue = 0
+
+[[models]]
+id = "llama"
+backend = "ctransformers"
+[models.options]
+model_path = "{llama}"
+model_type = "llama"
+lib = "basic"
+chat_template = "{TEMPLATE}"
+"""
+    )
+    with GatewayProcess(config, folder / "gateway.log") as proc:
+        yield proc
+
+
+def complete(gw: GatewayProcess, **body: Any) -> httpx.Response:
+    return httpx.post(f"{gw.base_url}/v1/completions", json=body, timeout=120)
+
+
+def stream(gw: GatewayProcess, **body: Any) -> tuple[str, list[dict[str, Any]]]:
+    r = complete(gw, **body, stream=True)
+    assert r.status_code == 200, r.text
+    chunks, done = sse_json(r)
+    assert done
+    return "".join(c["choices"][0]["text"] for c in chunks), chunks
+
+
+def stats(gw: GatewayProcess, model: str) -> dict[str, Any]:
+    data = httpx.get(f"{gw.base_url}/v1/backends", timeout=30).json()["data"]
+    return next(m for m in data if m["model"] == model)["stats"]
+
+
+@pytest.mark.parametrize("model", ["gpt2", "llama"])
+def test_greedy_output_is_deterministic_and_the_same_streamed(
+    gateway: GatewayProcess, model: str
+) -> None:
+    body = {"model": model, "prompt": "the cat is on the mat", "max_tokens": 24, "temperature": 0}
+    first, second = complete(gateway, **body).json(), complete(gateway, **body).json()
+    assert first["choices"][0]["text"] == second["choices"][0]["text"]
+    assert first["usage"] == second["usage"]
+    streamed, chunks = stream(gateway, **body)
+    assert streamed == first["choices"][0]["text"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == first["choices"][0]["finish_reason"]
+
+
+def test_a_non_ascii_prompt_fifty_times_does_not_crash(gateway: GatewayProcess) -> None:
+    # ctransformers' own tokenize() overflows its buffer on this prompt (heap corruption)
+    pid_alive = gateway.returncode is None
+    for i in range(50):
+        model = ("gpt2", "llama")[i % 2]
+        r = complete(gateway, model=model, prompt=NON_ASCII * 3, max_tokens=4, temperature=0.5)
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["prompt_tokens"] >= len(NON_ASCII)
+    assert pid_alive and gateway.returncode is None
+    assert httpx.get(f"{gateway.base_url}/health", timeout=30).status_code == 200
+
+
+def test_a_stop_string_across_tokens_is_held_back(gateway: GatewayProcess) -> None:
+    body = {"model": "llama", "prompt": "the cat", "max_tokens": 24, "temperature": 0}
+    text, chunks = stream(gateway, **body)
+    pieces = [c["choices"][0]["text"] for c in chunks if c["choices"][0]["text"]]
+    # the last character of one piece and the first of the next: two tokens
+    at = next(i for i in range(2, len(pieces)) if pieces[i - 1][-1:] and pieces[i][:1])
+    stop = pieces[at - 1][-1] + pieces[at][0]
+    expected = text[: text.index(stop)]
+    streamed, chunks = stream(gateway, **body, stop=[stop])
+    assert streamed == expected
+    assert all(stop not in c["choices"][0]["text"] for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    whole = complete(gateway, **body, stop=[stop]).json()["choices"][0]
+    assert (whole["text"], whole["finish_reason"]) == (expected, "stop")
+
+
+def test_seeded_sampling_repeats_and_top_k_is_clamped(gateway: GatewayProcess) -> None:
+    body = {"model": "gpt2", "prompt": "Once", "max_tokens": 16, "temperature": 0.9, "seed": 7}
+    a, b = complete(gateway, **body).json(), complete(gateway, **body).json()
+    assert a["choices"][0]["text"] == b["choices"][0]["text"]
+    # top_k past the vocabulary aborts ctransformers' gpt2 sampler unclamped
+    r = complete(gateway, **body, top_k=1_000_000, top_p=0.9, repetition_penalty=1.3)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] >= 1
+
+
+def test_logprobs_of_generated_tokens(gateway: GatewayProcess) -> None:
+    body = {"model": "llama", "prompt": "the cat", "max_tokens": 8, "temperature": 0}
+    r = complete(gateway, **body, logprobs=3)
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    lp = choice["logprobs"]
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == r.json()["usage"]["completion_tokens"]
+    for value, top in zip(lp["token_logprobs"], lp["top_logprobs"], strict=True):
+        assert value <= 0 and len(top) == 3
+        assert value == pytest.approx(max(top.values()))  # greedy picks the most likely
+    assert choice["text"] == complete(gateway, **body).json()["choices"][0]["text"]
+
+
+def test_echo_is_refused_since_there_are_no_prompt_logprobs(gateway: GatewayProcess) -> None:
+    r = complete(gateway, model="gpt2", prompt="hi", max_tokens=2, echo=True, logprobs=1)
+    assert_envelope(r, 400, param="echo")
+
+
+@pytest.mark.parametrize("field", ["presence_penalty", "frequency_penalty", "logit_bias"])
+def test_sampling_fields_it_cannot_honour_are_refused(gateway: GatewayProcess, field: str) -> None:
+    value: Any = {"5": 1.0} if field == "logit_bias" else 0.5
+    r = complete(gateway, model="gpt2", prompt="hi", max_tokens=2, **{field: value})
+    assert_envelope(r, 400, param=field)
+
+
+def test_the_context_caps_max_tokens(gateway: GatewayProcess) -> None:
+    r = complete(gateway, model="gpt2", prompt="hi", max_tokens=300)
+    error = assert_envelope(r, 400, param="prompt")
+    assert error["code"] == "context_length_exceeded" and "256" in error["message"]
+    whole = complete(gateway, model="gpt2", prompt="x" * 200, max_tokens=None, temperature=0)
+    usage = whole.json()["usage"]  # no max_tokens: up to the context, never past it
+    assert usage["prompt_tokens"] == 200 and usage["total_tokens"] <= 256
+
+
+def test_chat_goes_through_the_configured_template(gateway: GatewayProcess) -> None:
+    messages = [{"role": "user", "content": "the cat"}]
+    r = httpx.post(
+        f"{gateway.base_url}/v1/chat/completions",
+        json={"model": "llama", "messages": messages, "max_tokens": 8, "temperature": 0},
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    plain = complete(
+        gateway, model="llama", prompt="user: the cat\nassistant:", max_tokens=8, temperature=0
+    ).json()
+    assert r.json()["choices"][0]["message"]["content"] == plain["choices"][0]["text"]
+    assert r.json()["usage"]["prompt_tokens"] == plain["usage"]["prompt_tokens"]
+
+
+def test_tokenize_non_ascii(gateway: GatewayProcess) -> None:
+    r = httpx.post(
+        f"{gateway.base_url}/tokenize",
+        json={"model": "gpt2", "content": NON_ASCII, "with_pieces": False},
+        timeout=30,
+    )
+    tokens = r.json()["tokens"]
+    assert len(tokens) == len(NON_ASCII.encode())  # one byte per token in this vocabulary
+    back = httpx.post(f"{gateway.base_url}/detokenize", json={"model": "gpt2", "tokens": tokens})
+    assert back.json()["content"] == NON_ASCII
+
+
+LONG = {"model": "gpt2-long", "prompt": "Once upon a time", "max_tokens": 1500, "temperature": 0}
+
+
+def wait_idle(gw: GatewayProcess, model: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    current = stats(gw, model)
+    while current["busy_slots"] or current["queued"]:
+        assert time.monotonic() < deadline, f"still busy: {current}"
+        time.sleep(0.05)
+        current = stats(gw, model)
+    return current
+
+
+def test_one_at_a_time_429_past_the_queue_and_a_client_leaving_stops_generation(
+    gateway: GatewayProcess,
+) -> None:
+    # Greedy is deterministic: the long request really runs all 1,500 tokens when nobody
+    # stops it (no end-of-text on the way), so a cancelled one can only stop early.
+    whole = complete(gateway, **LONG).json()
+    assert whole["usage"]["completion_tokens"] == LONG["max_tokens"]
+    before = wait_idle(gateway, "gpt2-long")["tokens_generated"]
+    with httpx.stream(
+        "POST", f"{gateway.base_url}/v1/completions", json={**LONG, "stream": True}, timeout=120
+    ) as response:
+        lines = response.iter_lines()
+        assert any(next(lines).startswith("data: {") for _ in range(4))
+        assert stats(gateway, "gpt2-long")["busy_slots"] == 1
+        refused = complete(gateway, **{**LONG, "max_tokens": 2})  # max_queue = 0
+        assert_envelope(refused, 429)
+        assert refused.headers.get("retry-after")
+    after = wait_idle(gateway, "gpt2-long")["tokens_generated"]
+    assert after - before < LONG["max_tokens"] // 2
+    follow = complete(gateway, **{**LONG, "max_tokens": 3})
+    assert follow.status_code == 200 and follow.json()["usage"]["completion_tokens"] == 3
