@@ -39,7 +39,10 @@ class PostgresStore:
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         db = await psycopg.AsyncConnection.connect(
-            self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout))
+            self.url,
+            autocommit=True,
+            connect_timeout=max(1, int(self.connect_timeout)),
+            client_encoding="utf8",  # text comes back as str whatever the database encoding
         )
         try:
             async with db.transaction():
