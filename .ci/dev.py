@@ -130,6 +130,30 @@ def ensure_env(extras: str) -> Path:
     return python
 
 
+def postgresql_bin() -> Path | None:
+    """The PostgreSQL server binaries' folder (Debian's layout), or None."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+def ensure_postgresql() -> None:
+    """The scale-out tests start their own PostgreSQL cluster (initdb, pg_ctl): install
+    Debian's `postgresql` package when it is missing and we may (root, apt-get)."""
+    if postgresql_bin() is not None:
+        return
+    if os.name != "posix" or os.geteuid() != 0 or not Path("/usr/bin/apt-get").exists():
+        say("PostgreSQL server binaries (initdb) not found and not root with apt-get: the "
+            "PostgreSQL record-store tests will be skipped; install the `postgresql` package")
+        return
+    say("installing Debian's postgresql package for the record-store tests (apt-get)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        run(["apt-get", "update", "-q"], env=env)
+        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"], env=env)
+    except subprocess.CalledProcessError:
+        say("apt-get could not install postgresql: the PostgreSQL tests will be skipped")
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"serve", "test", "run"}:
         print(__doc__, file=sys.stderr)
@@ -146,6 +170,7 @@ def main(argv: list[str]) -> int:
             sys.exit("run needs a command")
         exe = venv_bin(rest[0])
         return subprocess.call([str(exe) if exe.exists() else rest[0], *rest[1:]])
+    ensure_postgresql()
     code = subprocess.call([str(python), "-m", "pytest", *rest])
     if code == 5:
         say("pytest collected no tests: treating that as a failure")
