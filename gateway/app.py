@@ -23,8 +23,10 @@ from gateway.handlers.common import error_response
 from gateway.handlers.completions import create_completion
 from gateway.handlers.feedback import post_feedback
 from gateway.handlers.health import health, ready
+from gateway.handlers.llamacpp import llamacpp_routes
 from gateway.handlers.metrics import backend_samples, metrics_endpoint
 from gateway.handlers.models import get_model, list_backends, list_models
+from gateway.handlers.ollama import ollama_routes
 from gateway.handlers.openapi import openapi_json
 from gateway.handlers.tokenize import detokenize, tokenize, tokenizer_info
 from gateway.metrics import GatewayMetrics
@@ -127,6 +129,8 @@ def create_app(
         Route("/ready", ready, methods=["GET"]),
         *([Route("/metrics", metrics_endpoint, methods=["GET"])] if config.metrics.enabled else []),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        *llamacpp_routes(),  # llama.cpp's and Ollama's dialects, for editors
+        *ollama_routes(),
     ]
     middleware = edge_middleware(config.server, drain)
     app = Starlette(

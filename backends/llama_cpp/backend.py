@@ -196,7 +196,12 @@ class LlamaCppBackend(Backend):
         # pass grows with the square of the markup in it (each match walks its
         # fragment list from the head): never on the event loop.
         prompt = await asyncio.to_thread(
-            build_prompt, model, request, self._template, self.model_id
+            build_prompt,
+            model,
+            request,
+            self._template,
+            self.model_id,
+            self._n_ctx - (request.params.max_tokens or 0),
         )
         tokens, params = prompt.tokens, request.params
         if on_prompt is not None:

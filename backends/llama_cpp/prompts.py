@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from backends.base import GenerationRequest
 from backends.errors import InvalidRequest
 from backends.llama_cpp.chat_template import ChatTemplate
-from backends.llama_cpp.native import Model
+from backends.llama_cpp.native import FimTokens, Model
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,8 +19,14 @@ class PromptTokens:
 
 
 def build_prompt(
-    model: Model, request: GenerationRequest, template: ChatTemplate | None, model_id: str
+    model: Model,
+    request: GenerationRequest,
+    template: ChatTemplate | None,
+    model_id: str,
+    room: int | None = None,
 ) -> PromptTokens:
+    """`room`: how many tokens the prompt may take (the context less the tokens to
+    generate); only repository context for fill-in-the-middle is cut to fit it."""
     if request.is_chat:
         if template is None:
             raise InvalidRequest(
@@ -31,7 +37,7 @@ def build_prompt(
             )
         return PromptTokens(chat_tokens(model, request, template))
     if request.suffix is not None:
-        return _fill_in_the_middle(model, request, model_id)
+        return _fill_in_the_middle(model, request, model_id, room)
     if isinstance(request.prompt, str):
         tokens = model.tokenize(request.prompt, add_special=True, parse_special=True)
         bare = model.tokenize(request.prompt, add_special=False, parse_special=True)
@@ -109,7 +115,9 @@ def tokens_from_parts(model: Model, parts: list[tuple[str, bool]]) -> list[int]:
     return tokens
 
 
-def _fill_in_the_middle(model: Model, request: GenerationRequest, model_id: str) -> PromptTokens:
+def _fill_in_the_middle(
+    model: Model, request: GenerationRequest, model_id: str, room: int | None = None
+) -> PromptTokens:
     fim = model.fim_tokens()
     if fim is None:
         raise InvalidRequest(
@@ -123,4 +131,40 @@ def _fill_in_the_middle(model: Model, request: GenerationRequest, model_id: str)
     suffix = model.tokenize(request.suffix or "", add_special=False, parse_special=False)
     # Prefix-suffix-middle order, as the FIM-trained models (and llama.cpp) use it.
     tokens = [fim.prefix, *prefix, fim.suffix, *suffix, fim.middle]
+    if request.context_files:
+        extra = _repository_context(model, fim, request.context_files)
+        if room is not None:
+            # the newest chunks (last) are kept, as llama.cpp's server keeps them
+            extra = extra[max(0, len(extra) - max(0, room - len(tokens))) :]
+        tokens = [*extra, *tokens]
     return PromptTokens(tokens, request.prompt, len(tokens))
+
+
+# "\n\n--- snippet ---\n\n": llama.cpp's chunk separator for models without a file
+# separator token
+SNIPPET_SEPARATOR = "\n\n--- snippet ---\n\n"
+
+
+def _repository_context(
+    model: Model, fim: FimTokens, files: tuple[tuple[str, str], ...]
+) -> list[int]:
+    """Other files' chunks laid out as llama.cpp's server lays out `input_extra`
+    (format_infill): with the model's repo-name and file-separator tokens where it
+    declares them (`<|repo_name|>myproject`, `<|file_sep|>name` before each chunk
+    and `<|file_sep|>filename` before the FIM prefix), else a plain separator line."""
+
+    def text(value: str) -> list[int]:
+        return model.tokenize(value, add_special=False, parse_special=False)
+
+    out: list[int] = []
+    if fim.repo >= 0:
+        out += [fim.repo, *text("myproject\n")]
+    for filename, chunk in files:
+        if fim.separator >= 0:
+            out += [fim.separator, *text((filename or "tmp") + "\n")]
+        else:
+            out += text(SNIPPET_SEPARATOR)
+        out += text(chunk)
+    if fim.separator >= 0:
+        out += [fim.separator, *text("filename\n")]
+    return out

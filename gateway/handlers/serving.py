@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from backends.base import Capabilities, Finished, GenerationRequest, TextDelta, Usage
 from gateway.errors import APIError, to_api_error
+from gateway.framing import OPENAI_SSE, Framing
 from gateway.generation import (
     ChoiceOutcome,
     ChoiceStream,
@@ -30,7 +31,6 @@ from gateway.handlers.common import registry
 from gateway.handlers.routed import open_plan, plan_call, start_shadow, with_route_headers
 from gateway.middleware import AccessRecord, access_record
 from gateway.openai.common import fingerprint
-from gateway.sse import EventStream
 
 log = structlog.get_logger("gateway.serving")
 
@@ -60,12 +60,18 @@ class EncoderFactory(Protocol):
     def __call__(self, call: Any, fingerprint: str) -> Encoder: ...
 
 
-async def serve_call(request: Request, call: Call, make_encoder: EncoderFactory) -> Response:
+async def serve_call(
+    request: Request, call: Call, make_encoder: EncoderFactory, framing: Framing = OPENAI_SSE
+) -> Response:
+    """`framing`: how the dialect frames a stream (SSE by default; Ollama's JSON lines).
+    A call may name its `operation` for the access line (else chat or completion)."""
     record = access_record(request.scope)
     record.model, record.stream = call.model, call.stream
     models = registry(request)
     plan = plan_call(request, call, record)  # which models, under which variant
-    record.operation = "chat" if request.url.path.endswith("/chat/completions") else "completion"
+    record.operation = getattr(call, "operation", None) or (
+        "chat" if request.url.path.endswith("/chat/completions") else "completion"
+    )
     metrics = request.state.metrics
     metrics.started(call.model)  # ended by the access record's observation
     if plan.experiment is not None and plan.variant is not None:
@@ -83,6 +89,9 @@ async def serve_call(request: Request, call: Call, make_encoder: EncoderFactory)
             raise
         served_by, backend = opened.served_by, opened.backend
         streams = tap.wrap(opened.streams) if tap is not None else opened.streams
+        limit = getattr(call, "limit_streams", None)  # a dialect's own stopping rule
+        if limit is not None:
+            streams = limit(streams)
         encoder = make_encoder(call, fingerprint(backend.info()))
         headers = plan.headers(served_by)
         if call.stream:
@@ -94,10 +103,9 @@ async def serve_call(request: Request, call: Call, make_encoder: EncoderFactory)
                 record,
                 tally,
                 lambda: models.unavailable(served_by),
+                framing,
             )
-            response = EventStream(
-                _closing_early(events, request, record, tally, first_token), ping_seconds=15
-            )
+            response = framing.respond(_closing_early(events, request, record, tally, first_token))
             response.headers.update(headers)  # sent with the headers, before any event
             return response
         outcomes = await unless_disconnected(request.receive, collect(streams, first_token))
@@ -169,22 +177,24 @@ async def _sse(
     record: AccessRecord,
     tally: Tally,
     unavailable: Callable[[], APIError | None],
+    framing: Framing = OPENAI_SSE,
 ) -> AsyncIterator[bytes]:
+    frame = framing.frame
     usages: dict[int, Usage] = {}
     try:
         for stream in streams:
             for chunk in encoder.opening(stream.index):
-                yield sse_event(chunk)
+                yield frame(chunk)
         async with contextlib.aclosing(merge(streams)) as events:
             async for index, event in events:
                 if isinstance(event, TextDelta):
                     first_token.seen(event)
                     chunk = encoder.delta(index, event)
                     if chunk is not None:
-                        yield sse_event(chunk)
+                        yield frame(chunk)
                 else:
                     usages[index] = event.usage
-                    yield sse_event(encoder.finish(index, event))
+                    yield frame(encoder.finish(index, event))
     except Exception as exc:
         # Headers are gone; the OpenAI SDK raises on an `error` object in the stream.
         error = unavailable() or to_api_error(exc)
@@ -192,10 +202,11 @@ async def _sse(
             log.error("stream failed", exc_info=exc)
         record.error = error.code or error.type
         _account_so_far(record, tally, first_token)
-        yield sse_event(error.body())
+        yield frame(framing.error(error))
         return
     usage = total_usage([usages[i] for i in sorted(usages)], call.per_prompt)
     _account(record, usage, first_token)
     if call.include_usage:
-        yield sse_event(encoder.usage_chunk(usage))
-    yield sse_event("[DONE]")
+        yield frame(encoder.usage_chunk(usage))
+    if framing.done is not None:
+        yield framing.done

@@ -46,12 +46,15 @@ def byte_symbols() -> list[str]:
 
 
 FIM_TOKENS = ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"]
+FIM_REPO_TOKENS = ["<|repo_name|>", "<|file_sep|>"]  # repository-level FIM (ids 7, 8)
 
 
 def bloom_vocab(
-    size: int | None = None, fim: bool = False
+    size: int | None = None, fim: bool = False, fim_repo: bool = False
 ) -> tuple[list[str], list[int], list[str]]:
     specials = [*SPECIALS, *FIM_TOKENS] if fim else SPECIALS
+    if fim and fim_repo:
+        specials = [*specials, *FIM_REPO_TOKENS]
     tokens = [*specials, *byte_symbols()]
     merges = []
     for left, right in MERGES:
@@ -85,13 +88,15 @@ def write_bloom(
     seed: int = 0,
     fim: bool = False,
     chat_template: str | None = None,
+    fim_repo: bool = False,
 ) -> Path:
     """`fim` adds <fim_prefix>/<fim_suffix>/<fim_middle> (ids 4, 5, 6) and declares them;
+    with `fim_repo` also <|repo_name|>/<|file_sep|> (ids 7, 8), as Qwen2.5-Coder has;
     `chat_template` is stored as tokenizer.chat_template."""
     import gguf
 
     rng = np.random.default_rng(seed)
-    tokens, types, merges = bloom_vocab(shape.n_vocab, fim)
+    tokens, types, merges = bloom_vocab(shape.n_vocab, fim, fim_repo)
     n_vocab, d, ff = len(tokens), shape.n_embd, shape.n_ff
     writer = gguf.GGUFWriter(str(path), "bloom")
     writer.add_name("tiny-bloom-test")
@@ -117,6 +122,9 @@ def write_bloom(
         writer.add_uint32("tokenizer.ggml.fim_pre_token_id", 4)
         writer.add_uint32("tokenizer.ggml.fim_suf_token_id", 5)
         writer.add_uint32("tokenizer.ggml.fim_mid_token_id", 6)
+        if fim_repo:
+            writer.add_uint32("tokenizer.ggml.fim_rep_token_id", 7)
+            writer.add_uint32("tokenizer.ggml.fim_sep_token_id", 8)
     if chat_template is not None:
         writer.add_chat_template(chat_template)
 
