@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
 import pytest
 
 from backends.base import Capabilities
@@ -20,7 +21,7 @@ from gateway.records.sqlite import SQLiteStore
 from gateway.records.writer import RecordWriter
 from tests.gateway.records.support import stored_app
 from tests.gateway.routing.support import ab_route, scrape, total
-from tests.support.inprocess import ScriptedBackend, asgi_client
+from tests.support.inprocess import Script, ScriptedBackend, ThreadedServer, asgi_client
 
 pytestmark = pytest.mark.anyio
 CAPS = Capabilities(chat_template=True)
@@ -153,4 +154,33 @@ async def test_a_stalled_store_drops_and_counts_never_blocking(tmp_path: Path) -
         samples = await scrape(client)
     assert total(samples, "gateway_records_written_total") == 4
     assert await store.put_feedback(FeedbackRecord("nope", "m", 1.0, 0.0)) is False
+    await store.aclose()
+
+
+async def test_a_cancelled_stream_is_recorded_with_its_tokens_so_far(tmp_path: Path) -> None:
+    endless = ScriptedBackend(
+        "local", capabilities=CAPS, script=lambda r: Script(("a", " b", " c"), block_after=2)
+    )
+    models = [endless, *backends()[1:]]
+    url = f"sqlite:///{tmp_path}/g.db"
+    app = stored_app(models, [ab_route()], StoreSettings(url), hidden=("local", "remote"))
+    with ThreadedServer(app) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+            async with client.stream(
+                "POST",
+                "/v1/completions",
+                json=body(stream=True, user="carol"),
+                headers={"x-gateway-variant": "control"},
+            ) as response:
+                rid = response.headers["x-request-id"]
+                seen = ""
+                async for text in response.aiter_text():
+                    seen += text
+                    if seen.count("data: ") >= 2:
+                        break
+            store = SQLiteStore(tmp_path / "g.db")
+            [got] = await settle(store, 1)
+    assert got.request_id == rid and got.cancelled and got.status == 499
+    assert got.stream and got.variant == "control" and got.completion_tokens == 2
+    assert got.error_type is None and got.ttft_ms is not None
     await store.aclose()
