@@ -13,6 +13,7 @@ from gateway.app import create_app
 from gateway.config import ConfigFileError, load_config
 from gateway.logs import configure_logging
 from gateway.registry import ModelRegistry
+from gateway.report.cli import add_report_parser, run_report
 from gateway.server import GatewayServer, build_server
 
 
@@ -24,8 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config file and find its model files")
     for p in (serve, check):
         p.add_argument("--config", type=Path, required=True, help="TOML config file")
+    convert = sub.add_parser(
+        "convert-for-ctransformers",
+        help="rewrite a byte-level-BPE llama GGUF (SmolLM2, ...) so ctransformers runs it",
+    )
+    convert.add_argument("source", type=Path, metavar="IN")
+    convert.add_argument("target", type=Path, metavar="OUT")
     serve.add_argument("--host", help="overrides server.host and GATEWAY_HOST")
     serve.add_argument("--port", type=int, help="overrides server.port and GATEWAY_PORT")
+    add_report_parser(sub)
     for p in (serve, check):
         p.add_argument("--log-format", choices=["auto", "json", "console"])
         p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -34,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "report":
+        return run_report(args)
+    if args.command == "convert-for-ctransformers":
+        return convert_for_ctransformers(args.source, args.target)
     try:
         config = load_config(args.config)
     except ConfigFileError as exc:
@@ -75,3 +87,23 @@ def main(argv: list[str] | None = None) -> int:
     log.info("starting", host=host, port=port, models=[m.id for m in models.models])
     uv_server.run()
     return exit_code or (0 if uv_server.started else 1)
+
+
+def convert_for_ctransformers(source: Path, target: Path) -> int:
+    from backends.ctransformers.convert import convert
+    from backends.errors import ConfigError
+
+    if not source.is_file():
+        print(f"gateway: no such file: {source}", file=sys.stderr)
+        return 2
+    try:
+        counts = convert(source, target)
+    except ConfigError as exc:
+        print(f"gateway: cannot convert {source}: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {target}: {counts['tokens']} tokens as raw bytes, "
+        f"{counts['merges_kept']} of {counts['merges']} merges kept, scores and "
+        'output.weight added; serve it with backend = "ctransformers", model_type = "llama"'
+    )
+    return 0

@@ -66,6 +66,7 @@ class CTransformersBackend(Backend):
         self._template: ChatTemplate | None = None
         self._template_source: str | None = None
         self._gguf: GGUFSummary | None = None
+        self._add_bos = False
         self._generated = 0  # tokens sampled since load (a cancelled one stops adding)
         self._details: dict[str, Any] = {"file": model_file.name, "model_type": opts.model_type}
 
@@ -100,6 +101,9 @@ class CTransformersBackend(Backend):
             )
             self._template_source = source
         self._model = model
+        # as ctransformers itself: a BOS before llama prompts, unless the GGUF says not
+        declared = self._gguf.metadata.get("tokenizer.ggml.add_bos_token") if self._gguf else None
+        self._add_bos = declared if isinstance(declared, bool) else model.architecture == "llama"
         self._details.update(
             size_bytes=self.model_file.stat().st_size,
             architecture=model.architecture,
@@ -219,8 +223,7 @@ class CTransformersBackend(Backend):
         self, model: CtModel, request: GenerationRequest, text: str
     ) -> AsyncIterator[GenerationEvent]:
         params = request.params
-        add_bos = model.architecture == "llama"
-        tokens = await self._run(_start, model, text, add_bos)
+        tokens = await self._run(_start, model, text, self._add_bos)
         limit = model.n_ctx
         if len(tokens) >= limit or len(tokens) + (params.max_tokens or 0) > limit:
             raise ContextLengthExceeded(len(tokens), params.max_tokens, limit)
@@ -287,7 +290,7 @@ class CTransformersBackend(Backend):
         self, text: str, add_special: bool = False, parse_special: bool = True
     ) -> list[int]:
         model = self._loaded()
-        return await self._run(model.tokenize, text, add_special and model.architecture == "llama")
+        return await self._run(model.tokenize, text, add_special and self._add_bos)
 
     async def detokenize(self, tokens: TokenIds[int]) -> str:
         pieces = await self.token_pieces(tokens)
@@ -307,7 +310,7 @@ class CTransformersBackend(Backend):
         return TokenizerInfo(
             bos_token=text(model.bos),
             eos_token=text(model.eos),
-            add_bos_token=model.architecture == "llama",
+            add_bos_token=self._add_bos,
             chat_template=self._template_source,
             max_model_len=model.n_ctx,
             vocab_size=model.n_vocab,

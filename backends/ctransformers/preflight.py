@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+from backends.ctransformers.convert import MARKER
 from backends.ctransformers.options import CTransformersOptions
 from backends.errors import ConfigError
 from backends.llama_cpp.gguf_check import ArrayInfo, GGUFError, read_gguf
@@ -68,7 +69,7 @@ def _check_gguf(path: Path, opts: CTransformersOptions) -> str:
     if arch == "llama":
         meta = summary.metadata
         tokenizer = meta.get("tokenizer.ggml.model")
-        if tokenizer != "llama":
+        if tokenizer != "llama" and meta.get(MARKER) is not True:
             raise ConfigError(
                 f"a llama-family GGUF with a {tokenizer!r} (byte-level BPE) vocabulary: "
                 f"ctransformers crashes on these; {CONVERT}",
