@@ -79,8 +79,9 @@ class Worker:
         request, admission_id, count = payload
         assert self.backend is not None
         try:
-            admission = self.admissions.get(admission_id)
-            if admission is None:
+            if admission_id is None:  # a plain `generate`, outside any admission
+                admission = Admission(self.backend)
+            elif (admission := self.admissions.get(admission_id)) is None:
                 admission = self.backend.admit(count)
                 self.admissions[admission_id] = admission
             events = admission.generate(request)

@@ -317,7 +317,7 @@ class ProcessBackend(Backend):
         seq = next(self._ids)
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         conn.sequences[seq] = queue
-        claim = (admission.ident, admission.count) if admission else (seq, 1)
+        claim = (admission.ident, admission.count) if admission else (None, 0)
         conn.send(wire.GENERATE, seq, (request, *claim))
         ended = False
         try:

@@ -22,7 +22,9 @@ MAX_MESSAGE = 256 * 1024 * 1024
 
 # parent -> child
 LOAD = "load"  # (LOAD, 0, None) -> (LOADED, 0, (info, capabilities, tokenizer_info|error))
-GENERATE = "gen"  # (GENERATE, seq, (request, admission_id, count)) -> EVENT*, DONE | ERROR
+# (GENERATE, seq, (request, admission_id, count)) -> EVENT*, DONE | ERROR; the worker
+# admits `count` sequences with the first one of an admission (admission_id None: none)
+GENERATE = "gen"
 CANCEL = "cancel"  # (CANCEL, seq, None): close that sequence's iterator
 RELEASE = "release"  # (RELEASE, admission_id, None)
 CALL = "call"  # (CALL, call_id, (method, args)) -> RESULT | ERROR  (tokenize, ...)
