@@ -245,7 +245,8 @@ class LlamaCppBackend(Backend):
         """The exact token ids a request puts before the model (for tests and tools)."""
         if self._model is None:
             raise BackendError(f"model {self.model_id!r} is not loaded")
-        return build_prompt(self._model, request, self._template, self.model_id).tokens
+        room = self._n_ctx - (request.params.max_tokens or 0)
+        return build_prompt(self._model, request, self._template, self.model_id, room).tokens
 
     # -- tokenizer ----------------------------------------------------------------
 
