@@ -59,7 +59,6 @@ async def props(request: Request) -> Response:
 def llamacpp_routes() -> list[Route]:
     return [
         Route("/completion", completion, methods=["POST"]),
-        Route("/completions", completion, methods=["POST"]),  # llama.cpp's alias
         Route("/infill", infill, methods=["POST"]),
         Route("/props", props, methods=["GET"]),
     ]

@@ -3,7 +3,7 @@ Python package): /api/generate, /api/chat, /api/tags, /api/ps, /api/show,
 /api/version. Generation goes through the same serving path as /v1/* (routes,
 experiments, admission, metrics, the access line); streams are JSON lines. Every
 error is Ollama's `{"error": "..."}` with the status the gateway chose. The gateway
-does not pull, push, create, copy or delete models: those answer 400 saying so."""
+does not pull models: /api/pull answers 400 saying so."""
 
 from __future__ import annotations
 
@@ -131,14 +131,5 @@ def ollama_routes() -> list[Route]:
         Route("/api/ps", ps, methods=["GET"]),
         Route("/api/show", show, methods=["POST"]),
         Route("/api/version", version, methods=["GET"]),
-        *(
-            Route(f"/api/{name}", not_managed, methods=[method])
-            for name, method in (
-                ("pull", "POST"),
-                ("push", "POST"),
-                ("create", "POST"),
-                ("copy", "POST"),
-                ("delete", "DELETE"),
-            )
-        ),
+        Route("/api/pull", not_managed, methods=["POST"]),
     ]

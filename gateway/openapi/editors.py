@@ -212,7 +212,6 @@ _NOT_MANAGED = {
 
 PATHS: dict[str, Schema] = {
     "/completion": _native("llama.cpp server's completion", _COMPLETION_REQUEST),
-    "/completions": _native("The same as /completion", _COMPLETION_REQUEST),
     "/infill": _native(
         "llama.cpp server's fill-in-the-middle (needs a model whose GGUF declares FIM tokens)",
         _INFILL_REQUEST,
@@ -296,14 +295,5 @@ PATHS: dict[str, Schema] = {
         "Ollama: the API version these endpoints follow",
         {"type": "object", "required": ["version"], "properties": {"version": _STR}},
     ),
-    **{
-        f"/api/{name}": {method: _NOT_MANAGED}
-        for name, method in (
-            ("pull", "post"),
-            ("push", "post"),
-            ("create", "post"),
-            ("copy", "post"),
-            ("delete", "delete"),
-        )
-    },
+    "/api/pull": {"post": _NOT_MANAGED},
 }
