@@ -21,6 +21,7 @@ from gateway.errors import APIError
 from gateway.handlers.chat import create_chat_completion
 from gateway.handlers.common import error_response
 from gateway.handlers.completions import create_completion
+from gateway.handlers.experiments import experiment_routes
 from gateway.handlers.feedback import post_feedback
 from gateway.handlers.health import health, ready
 from gateway.handlers.llamacpp import llamacpp_routes
@@ -115,6 +116,7 @@ def create_app(
         Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
         Route("/v1/backends", list_backends, methods=["GET"]),
         *([Route("/v1/feedback", post_feedback, methods=["POST"])] if config.store else []),
+        *(experiment_routes(config.report) if config.store else []),  # reports, page
         # the served model's tokenizer, at llama.cpp's and vLLM's paths and under /v1
         *(
             Route(f"{prefix}{path}", endpoint, methods=[method])

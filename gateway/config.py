@@ -19,6 +19,8 @@ from gateway.edge_config import EDGE_KEYS, parse_edge
 from gateway.limits import LimitsSettings, parse_limits
 from gateway.metrics_config import MetricsSettings, parse_metrics
 from gateway.records.config import StoreSettings, parse_store
+from gateway.report.build import ReportSettings
+from gateway.report.config import parse_report
 from gateway.routing.config import RouteConfig, parse_routes
 
 LOG_FORMATS = ("auto", "json", "console")
@@ -68,6 +70,7 @@ class GatewayConfig:
     routes: tuple[RouteConfig, ...] = ()
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     store: StoreSettings | None = None  # [store]: experiment records and feedback
+    report: ReportSettings = field(default_factory=ReportSettings)  # [report]: intervals
 
     @property
     def base_dir(self) -> Path:
@@ -89,12 +92,14 @@ def parse_config(raw: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> 
     def fail(key: str, problem: str) -> ConfigFileError:
         return ConfigFileError(f"{path}: {key}: {problem}")
 
-    unknown = sorted(set(raw) - {"server", "models", "limits", "routes", "metrics", "store"})
+    unknown = sorted(
+        set(raw) - {"server", "models", "limits", "routes", "metrics", "store", "report"}
+    )
     if unknown:
         raise fail(
             unknown[0],
-            "unknown section (expected [server], [limits], [metrics], [store], [[models]], "
-            "[[routes]])",
+            "unknown section (expected [server], [limits], [metrics], [store], [report], "
+            "[[models]], [[routes]])",
         )
     server = _parse_server(raw.get("server", {}), fail)
     server = _apply_env(server, env, fail)
@@ -137,7 +142,8 @@ def parse_config(raw: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> 
     routes = parse_routes(raw.get("routes"), [m.id for m in models], fail)
     metrics = parse_metrics(raw.get("metrics", {}), fail)
     store = parse_store(raw.get("store"), fail)
-    return GatewayConfig(server, tuple(models), path, limits, routes, metrics, store)
+    report = parse_report(raw.get("report"), fail)
+    return GatewayConfig(server, tuple(models), path, limits, routes, metrics, store, report)
 
 
 def _parse_server(raw: Any, fail: Any) -> ServerSettings:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from gateway import __version__
-from gateway.openapi import editors, feedback, tokenizer
+from gateway.openapi import editors, experiments, feedback, tokenizer
 from gateway.openapi.schemas import (
     BACKENDS,
     CHAT_COMPLETION,
@@ -172,6 +172,7 @@ _DOCUMENT: Schema = {
             for path, item in tokenizer.PATHS.items()
         },
         **feedback.PATHS,
+        **experiments.PATHS,
         **editors.PATHS,
         "/openapi.json": _get("This document", {"type": "object"}),
     },

@@ -56,7 +56,7 @@ class ReportSettings:
 class VariantSpec:
     name: str
     model: str | None
-    weight: float
+    weight: float | None  # None: not configured (any more), so no sample-ratio check
 
 
 def control_of(variants: Sequence[VariantSpec]) -> str:
@@ -95,7 +95,7 @@ def build_report(
     specs = list(variants)
     known = {v.name for v in specs}
     for extra in sorted({r.variant for r in records if r.variant and r.variant not in known}):
-        specs.append(VariantSpec(extra, None, 0.0))  # recorded under an older config
+        specs.append(VariantSpec(extra, None, None))  # recorded under an older config
     control = control_of(specs)
     by_variant: dict[str, list[RequestRecord]] = defaultdict(list)
     for r in records:
@@ -141,9 +141,10 @@ def build_report(
     comparisons = [
         _comparison(name, row, _row(rows, control), data, fb_by_metric, boot)
         for row in rows
-        if row["name"] != control and row["weight"]
+        if row["name"] != control
     ]
-    assignments = Counter(r.variant for r in records if r.variant in known)
+    weighted = {v.name: v.weight for v in variants if v.weight is not None}
+    assignments = Counter(r.variant for r in records if r.variant in weighted)
     fell_back = sum(r.fell_back for r in records)
     unit_missing = sum(r.unit_missing for r in records)
     return {
@@ -170,7 +171,7 @@ def build_report(
         },
         "srm": srm(
             {k: v for k, v in assignments.items() if k is not None},
-            {v.name: v.weight for v in variants},
+            weighted,
             settings.srm_threshold,
         ),
         "variants": rows,
