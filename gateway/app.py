@@ -59,17 +59,17 @@ def create_app(
         hidden=[m.id for m in config.models if m.hidden],
     )
     metrics = GatewayMetrics(lambda: backend_samples(registry))
+    records = (
+        RecordWriter(open_store(config.store, config.base_dir), config.store, metrics.registry)
+        if config.store is not None
+        else None
+    )
     shadows = ShadowRunner(
         lambda route, shadow, result: metrics.shadow.labels(route, shadow, result).inc(),
         lambda route, shadow, role, seconds: metrics.shadow_duration.labels(
             route, shadow, role
         ).observe(seconds),
-    )
-
-    records = (
-        RecordWriter(open_store(config.store, config.base_dir), config.store, metrics.registry)
-        if config.store is not None
-        else None
+        report=records.report_shadow if records is not None else None,
     )
 
     @contextlib.asynccontextmanager

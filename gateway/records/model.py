@@ -68,6 +68,11 @@ class RecordStore(Protocol):
 
     async def write(self, records: Sequence[RequestRecord]) -> None: ...
 
+    async def attach_shadow(self, comparisons: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        """Sets the `shadow` of the records with these request ids (the comparison ends
+        after the request); returns the ids it found."""
+        ...
+
     async def put_feedback(self, fb: FeedbackRecord) -> bool:
         """False when no record has that request id."""
         ...

@@ -7,8 +7,9 @@ do not race."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -106,6 +107,21 @@ class PostgresStore:
         async with db.transaction():
             await db.execute("DELETE FROM requests WHERE time < %s", (cutoff,))
             await db.execute("DELETE FROM feedback WHERE time < %s", (cutoff,))
+
+    async def attach_shadow(self, comparisons: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        async def work(db: psycopg.AsyncConnection[Any]) -> set[str]:
+            found = set()
+            async with db.transaction():
+                for request_id, comparison in comparisons.items():
+                    cur = await db.execute(
+                        "UPDATE requests SET shadow = %s WHERE request_id = %s",
+                        (json.dumps(comparison, ensure_ascii=True), request_id),
+                    )
+                    if cur.rowcount:
+                        found.add(request_id)
+            return found
+
+        return await self._run(work)
 
     async def put_feedback(self, fb: FeedbackRecord) -> bool:
         async def work(db: psycopg.AsyncConnection[Any]) -> bool:

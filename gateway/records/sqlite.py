@@ -4,10 +4,11 @@ one connection guarded by a lock. For one gateway process; replicas use PostgreS
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -86,6 +87,22 @@ class SQLiteStore:
             db.execute("BEGIN")
             db.execute("DELETE FROM requests WHERE time < ?", (cutoff,))
             db.execute("DELETE FROM feedback WHERE time < ?", (cutoff,))
+
+    async def attach_shadow(self, comparisons: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        def work(db: sqlite3.Connection) -> set[str]:
+            found = set()
+            with db:
+                db.execute("BEGIN")
+                for request_id, comparison in comparisons.items():
+                    cur = db.execute(
+                        "UPDATE requests SET shadow = ? WHERE request_id = ?",
+                        (json.dumps(comparison, ensure_ascii=True), request_id),
+                    )
+                    if cur.rowcount:
+                        found.add(request_id)
+            return found
+
+        return await self._run(work)
 
     async def put_feedback(self, fb: FeedbackRecord) -> bool:
         def work(db: sqlite3.Connection) -> bool:

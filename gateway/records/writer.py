@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass, replace
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
@@ -15,6 +17,17 @@ from gateway.records.config import StoreSettings
 from gateway.records.model import RecordStore, RequestRecord
 
 log = structlog.get_logger("gateway.records")
+SHADOW_TRIES = 3  # batches a shadow comparison waits for its record before it is let go
+MAX_PENDING_SHADOWS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowComparison:
+    """A shadow's comparison with its primary, which ends after the request (and may
+    reach the queue before or after the request's record)."""
+
+    request_id: str
+    comparison: dict[str, Any]
 
 
 class RecordWriter:
@@ -23,7 +36,10 @@ class RecordWriter:
     ) -> None:
         self.store = store
         self.settings = settings
-        self._queue: asyncio.Queue[RequestRecord] = asyncio.Queue(settings.queue_size)
+        self._queue: asyncio.Queue[RequestRecord | ShadowComparison] = asyncio.Queue(
+            settings.queue_size
+        )
+        self._shadows: dict[str, tuple[dict[str, Any], int]] = {}  # waiting for their record
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         self._idle = asyncio.Event()
@@ -48,6 +64,14 @@ class RecordWriter:
         except asyncio.QueueFull:
             self.dropped.labels("queue_full").inc()
 
+    def report_shadow(self, comparison: dict[str, Any]) -> None:
+        """The ShadowRunner's report: the comparison for the request whose context the
+        shadow task was started in (its request id is bound to the log context)."""
+        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        if isinstance(request_id, str):
+            with contextlib.suppress(asyncio.QueueFull):  # the record is dropped then too
+                self._queue.put_nowait(ShadowComparison(request_id, comparison))
+
     async def _loop(self) -> None:
         while True:
             if self._queue.empty():
@@ -58,24 +82,47 @@ class RecordWriter:
                 batch.append(self._queue.get_nowait())
             await self._write(batch)
 
-    async def _write(self, batch: list[RequestRecord]) -> None:
+    async def _write(self, batch: list[RequestRecord | ShadowComparison]) -> None:
+        for item in batch:
+            if isinstance(item, ShadowComparison) and len(self._shadows) < MAX_PENDING_SHADOWS:
+                self._shadows[item.request_id] = (item.comparison, 0)
+        records = []
+        for item in batch:
+            if isinstance(item, RequestRecord):
+                pending = self._shadows.pop(item.request_id, None)
+                records.append(item if pending is None else replace(item, shadow=pending[0]))
         try:
             async with asyncio.timeout(self.settings.write_timeout_seconds):
-                await self.store.write(batch)
+                if records:
+                    await self.store.write(records)
+                with contextlib.suppress(Exception):  # a comparison is not worth a record
+                    await self._attach_shadows()
         except Exception as exc:
-            self.dropped.labels("store_error").inc(len(batch))
+            self.dropped.labels("store_error").inc(len(records))
             if not self._failing:  # one warning per outage, not one per batch
                 log.warning(
                     "record store write failed; dropping records until it is back",
                     error_type=type(exc).__name__,
-                    dropped=len(batch),
+                    dropped=len(records),
                 )
             self._failing = True
             return
-        self.written.inc(len(batch))
+        self.written.inc(len(records))
         if self._failing:
             log.info("record store writes resumed")
             self._failing = False
+
+    async def _attach_shadows(self) -> None:
+        """Comparisons whose record was written in an earlier batch; the others wait a
+        few batches for their record (it may still be in flight), then go."""
+        if not self._shadows:
+            return
+        found = await self.store.attach_shadow({k: v[0] for k, v in self._shadows.items()})
+        self._shadows = {
+            k: (comparison, tries + 1)
+            for k, (comparison, tries) in self._shadows.items()
+            if k not in found and tries + 1 < SHADOW_TRIES
+        }
 
     async def wait_idle(self, timeout: float) -> bool:
         """Until every record offered so far was written or dropped (at shutdown;

@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -95,9 +96,11 @@ class ShadowRunner:
         count: Callable[[str, str, str], None],
         observe_seconds: Callable[[str, str, str, float], None],
         rng: random.Random | None = None,
+        report: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._count = count
         self._observe = observe_seconds
+        self._report = report or (lambda comparison: None)  # the experiment record's `shadow`
         self._rng = rng or random.Random()
         self._running: dict[str, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -144,6 +147,7 @@ class ShadowRunner:
             except Exception as exc:
                 error = to_api_error(exc) if not isinstance(exc, TimeoutError) else None
                 self._count(route, shadow.model, "error")
+                self._report({"model": shadow.model, "result": "error"})
                 log.warning(
                     "shadow failed",
                     route=route,
@@ -170,6 +174,11 @@ class ShadowRunner:
         self._observe(route, shadow.model, "shadow", copy.seconds)
         if primary is None:  # the primary ended early: nothing to compare with
             self._count(route, shadow.model, "ok")
+            self._report(
+                {"model": shadow.model, "result": "ok", "primary": "incomplete",
+                 "shadow_tokens": copy.completion_tokens,
+                 "shadow_ms": round(copy.seconds * 1000, 1)}
+            )  # fmt: skip
             log.info("shadow", route=route, shadow=shadow.model, primary="incomplete")
             return
         self._observe(route, shadow.model, "primary", primary.seconds)
@@ -177,6 +186,20 @@ class ShadowRunner:
         exact = primary.texts == copy.texts and primary.finish == copy.finish
         result = "mismatch" if greedy and not exact else "ok"
         self._count(route, shadow.model, result)
+        self._report(
+            {
+                "model": shadow.model,
+                "result": result,
+                "exact_match": exact,
+                "greedy": greedy,
+                "primary_finish": _joined(primary.finish),
+                "shadow_finish": _joined(copy.finish),
+                "primary_tokens": primary.completion_tokens,
+                "shadow_tokens": copy.completion_tokens,
+                "primary_ms": round(primary.seconds * 1000, 1),
+                "shadow_ms": round(copy.seconds * 1000, 1),
+            }
+        )
         log.info(
             "shadow",
             route=route,

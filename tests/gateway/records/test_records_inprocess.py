@@ -19,6 +19,7 @@ from gateway.records import FeedbackRecord, RequestRecord
 from gateway.records.config import StoreSettings
 from gateway.records.sqlite import SQLiteStore
 from gateway.records.writer import RecordWriter
+from gateway.routing import Shadow
 from tests.gateway.records.support import stored_app
 from tests.gateway.routing.support import ab_route, scrape, total
 from tests.support.inprocess import Script, ScriptedBackend, ThreadedServer, asgi_client
@@ -183,4 +184,34 @@ async def test_a_cancelled_stream_is_recorded_with_its_tokens_so_far(tmp_path: P
     assert got.request_id == rid and got.cancelled and got.status == 499
     assert got.stream and got.variant == "control" and got.completion_tokens == 2
     assert got.error_type is None and got.ttft_ms is not None
+    await store.aclose()
+
+
+async def test_the_shadow_comparison_lands_in_the_record(tmp_path: Path) -> None:
+    """The comparison ends after the request; the writer attaches it to the record,
+    whether it reaches the queue before or after it (written already: an UPDATE)."""
+    models = [*backends()[:2], ScriptedBackend("spare", "a b x y", capabilities=CAPS)]
+    url = f"sqlite:///{tmp_path}/g.db"
+    route = ab_route(shadow=Shadow("spare", 1.0, 4))
+    app = stored_app(models, [route], StoreSettings(url), hidden=("local", "remote"))
+    store = SQLiteStore(tmp_path / "g.db")
+    async with asgi_client(app) as client:
+        ids = []
+        for i in range(4):
+            headers = {"x-gateway-variant": "control"}
+            r = await client.post("/v1/completions", json=body(user=f"s{i}"), headers=headers)
+            ids.append(r.headers["x-request-id"])
+        deadline = time.monotonic() + 10
+        while True:
+            records = await store.records("local-vs-remote", None)
+            if len(records) == 4 and all(r.shadow for r in records):
+                break
+            assert time.monotonic() < deadline, [r.shadow for r in records]
+            await asyncio.sleep(0.02)
+    assert [r.request_id for r in records] == ids
+    for r in records:
+        assert r.shadow is not None
+        assert r.shadow["model"] == "spare" and r.shadow["result"] == "mismatch"
+        assert r.shadow["exact_match"] is False and r.shadow["greedy"] is True
+        assert r.shadow["primary_tokens"] == 3 and r.shadow["shadow_tokens"] == 4
     await store.aclose()
