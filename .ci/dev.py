@@ -154,6 +154,28 @@ def ensure_postgresql() -> None:
         say("apt-get could not install postgresql: the PostgreSQL tests will be skipped")
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def ensure_chromium() -> None:
+    """The experiment page's browser test drives Debian's chromium with Playwright
+    (never `playwright install`, which downloads a browser): install the `chromium`
+    package when it is missing and we may (root, apt-get)."""
+    if CHROMIUM.exists():
+        return
+    if os.name != "posix" or os.geteuid() != 0 or not Path("/usr/bin/apt-get").exists():
+        say(f"{CHROMIUM} not found and not root with apt-get: the experiment page's browser "
+            "test will be skipped; install the `chromium` package")
+        return
+    say("installing Debian's chromium package for the experiment page's browser test")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        run(["apt-get", "update", "-q"], env=env)
+        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"], env=env)
+    except subprocess.CalledProcessError:
+        say("apt-get could not install chromium: the browser test will be skipped")
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"serve", "test", "run"}:
         print(__doc__, file=sys.stderr)
@@ -171,6 +193,7 @@ def main(argv: list[str]) -> int:
         exe = venv_bin(rest[0])
         return subprocess.call([str(exe) if exe.exists() else rest[0], *rest[1:]])
     ensure_postgresql()
+    ensure_chromium()
     code = subprocess.call([str(python), "-m", "pytest", *rest])
     if code == 5:
         say("pytest collected no tests: treating that as a failure")
