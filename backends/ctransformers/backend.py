@@ -55,6 +55,8 @@ SEED_MODULUS = 2**31 - 1  # a C int; -1 would mean time(), with a one-second res
 
 class CTransformersBackend(Backend):
     name = "ctransformers"
+    # it can still crash (a native library of 2023): a supervised worker by default
+    default_isolation = "process"
 
     def __init__(self, model_id: str, opts: CTransformersOptions, model_file: Path) -> None:
         self.model_id = model_id

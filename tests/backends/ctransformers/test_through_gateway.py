@@ -5,7 +5,7 @@ pytest process: every test here talks to a gateway subprocess over loopback."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -32,6 +32,14 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
 [[models]]
 id = "gpt2"
 backend = "ctransformers"
+[models.options]
+model_path = "{gpt2}"
+model_type = "gpt2"
+
+[[models]]
+id = "gpt2-in-process"
+backend = "ctransformers"
+isolation = "none"
 [models.options]
 model_path = "{gpt2}"
 model_type = "gpt2"
@@ -86,6 +94,19 @@ def test_greedy_output_is_deterministic_and_the_same_streamed(
     streamed, chunks = stream(gateway, **body)
     assert streamed == first["choices"][0]["text"]
     assert chunks[-1]["choices"][0]["finish_reason"] == first["choices"][0]["finish_reason"]
+
+
+def test_it_runs_in_a_worker_by_default_with_the_same_output_as_in_process(
+    gateway: GatewayProcess,
+) -> None:
+    data = httpx.get(f"{gateway.base_url}/v1/backends", timeout=30).json()["data"]
+    isolation = {m["model"]: m["isolation"] for m in data}
+    assert isolation["gpt2"] == "process" and isolation["gpt2-in-process"] == "none"
+    body = {"prompt": "Grüße", "max_tokens": 16, "temperature": 0, "logprobs": 2}
+    worker = complete(gateway, model="gpt2", **body).json()["choices"][0]
+    inside = complete(gateway, model="gpt2-in-process", **body).json()["choices"][0]
+    assert worker["text"] == inside["text"]
+    assert worker["logprobs"]["token_logprobs"] == inside["logprobs"]["token_logprobs"]
 
 
 def test_a_non_ascii_prompt_fifty_times_does_not_crash(gateway: GatewayProcess) -> None:
@@ -190,14 +211,22 @@ def test_tokenize_non_ascii(gateway: GatewayProcess) -> None:
 LONG = {"model": "gpt2-long", "prompt": "Once upon a time", "max_tokens": 1500, "temperature": 0}
 
 
-def wait_idle(gw: GatewayProcess, model: str, timeout: float = 120) -> dict[str, Any]:
+def wait_stats(
+    gw: GatewayProcess, model: str, until: Callable[[dict[str, Any]], bool], timeout: float = 120
+) -> dict[str, Any]:
+    """The model's stats once `until` holds (polled: under isolation = "process" they
+    arrive with the worker's heartbeats, a little late)."""
     deadline = time.monotonic() + timeout
     current = stats(gw, model)
-    while current["busy_slots"] or current["queued"]:
-        assert time.monotonic() < deadline, f"still busy: {current}"
+    while not until(current):
+        assert time.monotonic() < deadline, f"stats never got there: {current}"
         time.sleep(0.05)
         current = stats(gw, model)
     return current
+
+
+def idle(s: dict[str, Any]) -> bool:
+    return not (s["busy_slots"] or s["queued"])
 
 
 def test_one_at_a_time_429_past_the_queue_and_a_client_leaving_stops_generation(
@@ -205,19 +234,22 @@ def test_one_at_a_time_429_past_the_queue_and_a_client_leaving_stops_generation(
 ) -> None:
     # Greedy is deterministic: the long request really runs all 1,500 tokens when nobody
     # stops it (no end-of-text on the way), so a cancelled one can only stop early.
+    start = wait_stats(gateway, "gpt2-long", idle)["tokens_generated"]
     whole = complete(gateway, **LONG).json()
     assert whole["usage"]["completion_tokens"] == LONG["max_tokens"]
-    before = wait_idle(gateway, "gpt2-long")["tokens_generated"]
+    before = start + LONG["max_tokens"]
+    wait_stats(gateway, "gpt2-long", lambda s: idle(s) and s["tokens_generated"] == before)
     with httpx.stream(
         "POST", f"{gateway.base_url}/v1/completions", json={**LONG, "stream": True}, timeout=120
     ) as response:
         lines = response.iter_lines()
         assert any(next(lines).startswith("data: {") for _ in range(4))
-        assert stats(gateway, "gpt2-long")["busy_slots"] == 1
+        wait_stats(gateway, "gpt2-long", lambda s: s["busy_slots"] == 1)
         refused = complete(gateway, **{**LONG, "max_tokens": 2})  # max_queue = 0
         assert_envelope(refused, 429)
         assert refused.headers.get("retry-after")
-    after = wait_idle(gateway, "gpt2-long")["tokens_generated"]
+    # seen busy, so the next idle report comes after this stream ended
+    after = wait_stats(gateway, "gpt2-long", idle)["tokens_generated"]
     assert after - before < LONG["max_tokens"] // 2
     follow = complete(gateway, **{**LONG, "max_tokens": 3})
     assert follow.status_code == 200 and follow.json()["usage"]["completion_tokens"] == 3
