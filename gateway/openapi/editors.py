@@ -88,6 +88,16 @@ _INFILL_REQUEST: Schema = {
 }
 
 
+_SSE_EVENT: Schema = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string", "pattern": r"^\{[\s\S]*\}$", "description": "An object."},
+        "event": _STR,
+    },
+}
+
+
 def _native(summary: str, request: Schema) -> Schema:
     return {
         "post": {
@@ -99,7 +109,7 @@ def _native(summary: str, request: Schema) -> Schema:
                     "...}` events, the last with stop = true (no [DONE]).",
                     "content": {
                         "application/json": {"schema": _NATIVE_ANSWER},
-                        "text/event-stream": {"schema": _STR},
+                        "text/event-stream": {"schema": _SSE_EVENT},
                     },
                 },
                 **ERRORS,
