@@ -3,10 +3,11 @@ variants' models are openai_http upstreams: scripted servers on real sockets).
 
 - SQLite (the default store): traffic through an experiment, streams included, and
   feedback posted for some request ids; the stored counts per variant equal what was
-  sent, the feedback is there.
+  sent, in the store and in the report, the feedback is there.
 - Scale-out: a PostgreSQL cluster this test starts, two gateway processes on different
   ports with the same config and store, traffic split across them, feedback posted to
-  the other replica than the one that served; the store counts all requests from both.
+  the other replica than the one that served; the store, and the report of either
+  replica (GET /v1/experiments/{name}/report), count all requests from both.
   Then PostgreSQL stops mid-run: requests keep succeeding, each replica counts its
   drops in /metrics, feedback answers 503; it comes back: writes resume."""
 
@@ -108,6 +109,17 @@ def stored(store: Callable[[], RecordStore], what: str = "records") -> list[Any]
     return asyncio.run(read())
 
 
+def report(gateway: GatewayProcess) -> dict[str, Any]:
+    """The experiment's report as this gateway computes it from the store."""
+    r = httpx.get(f"{gateway.base_url}/v1/experiments/{EXPERIMENT}/report", timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def per_variant(data: dict[str, Any]) -> dict[str, int]:
+    return {row["name"]: row["n"] for row in data["variants"]}
+
+
 def poll(check: Callable[[], bool], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -143,6 +155,14 @@ def test_sqlite_counts_per_variant_and_feedback(
                 assert feedback(gateway, rid, "score", i / 10) == 200
                 posted[(rid, "score")] = i / 10
         assert feedback(gateway, "req_unknown", "accepted", True) == 404
+        data = report(gateway)
+    assert data["total"] == 30
+    assert per_variant(data) == dict(Counter(sent.values()))
+    accepted = {k[0]: v for k, v in posted.items() if k[1] == "accepted"}
+    for row in data["variants"]:
+        mine = [v for rid, v in accepted.items() if sent[rid] == row["name"]]
+        assert row["feedback"]["accepted"]["n"] == len(mine)
+        assert row["feedback"]["accepted"]["count"] == sum(mine)
     db = tmp_path / "data" / "gateway.db"
     records = stored(lambda: SQLiteStore(db))
     assert {r.request_id: r.variant for r in records} == sent
@@ -190,6 +210,11 @@ def test_two_replicas_share_postgres_and_survive_its_outage(
             assert feedback(replicas[(n + 1) % 2], rid, "accepted", value) == 200
         got = stored(store, "feedback")
         assert {f.request_id: f.value for f in got} == posted
+        for gateway in replicas:  # either replica's report counts both replicas' requests
+            data = report(gateway)
+            assert data["total"] == 40
+            assert per_variant(data) == dict(Counter(sent.values()))
+            assert sum(r["feedback"]["accepted"]["n"] for r in data["variants"]) == 10
 
         pg.stop()  # the store goes down mid-run
         during = [send(replicas[i % 2], f"down-{i}")[0] for i in range(10)]
