@@ -32,6 +32,7 @@ SHELL = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Experiment {title} - inference-gateway</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="{prefix}report.css">
 <script src="{prefix}report.js" defer></script>
 </head>

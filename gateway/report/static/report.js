@@ -96,7 +96,8 @@ function variantTable(report) {
   for (const v of report.variants) {
     const row = el("tr", {"data-variant": v.name});
     if (!v.enough_data) row.className = "sparse";
-    row.append(el("td", {"data-metric": "name"}, v.name + (v.control ? " (control)" : "")));
+    const mark = v.control && v.name !== "control" ? " (control)" : "";
+    row.append(el("td", {"data-metric": "name"}, v.name + mark));
     row.append(el("td", {"data-metric": "model"}, v.model || "-"));
     row.append(el("td", {"data-metric": "weight"}, v.weight === null ? "-" : String(v.weight)));
     const n = el("td", {"data-metric": "n", "data-value": String(v.n)}, String(v.n));
