@@ -97,6 +97,7 @@ def convert_for_ctransformers(source: Path, target: Path) -> int:
         print(f"gateway: no such file: {source}", file=sys.stderr)
         return 2
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         counts = convert(source, target)
     except ConfigError as exc:
         print(f"gateway: cannot convert {source}: {exc}", file=sys.stderr)

@@ -26,9 +26,13 @@ def run_convert(source: Path, target: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+AB_CONFIG = Path(__file__).resolve().parents[3] / "config" / "ab-llama-cpp-vs-ctransformers.toml"
+
+
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Path:
-    target = tmp_path_factory.mktemp("convert") / "smollm2-ctransformers.gguf"
+    """Where the A/B config expects it: models/ beside its config/ folder."""
+    target = tmp_path_factory.mktemp("ab") / "models" / "smollm2-135m-instruct-ctransformers.gguf"
     done = run_convert(smollm2_path, target)
     assert done.returncode == 0, done.stderr
     assert "merges kept" in done.stdout
@@ -37,47 +41,61 @@ def converted(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> P
 
 @pytest.fixture(scope="module")
 def gateway(converted: Path) -> Iterator[GatewayProcess]:
-    folder = converted.parent
-    config = folder / "gateway.toml"
-    config.write_text(
-        f"""
-[[models]]
-id = "smollm2-ct"
-backend = "ctransformers"
-[models.options]
-model_path = "{converted}"
-model_type = "llama"
-context_length = 512
-"""
-    )
+    """The project's A/B config itself, the same SmolLM2 weights on both engines."""
+    folder = converted.parent.parent
+    (folder / "config").mkdir()
+    config = folder / "config" / AB_CONFIG.name
+    config.write_text(AB_CONFIG.read_text())
     with GatewayProcess(config, folder / "gateway.log") as proc:
         yield proc
 
 
-def test_the_converted_smollm2_runs_coherently_on_ctransformers(gateway: GatewayProcess) -> None:
-    r = httpx.post(
-        f"{gateway.base_url}/v1/completions",
-        json={
-            "model": "smollm2-ct",
-            "prompt": "The capital of France is",
-            "max_tokens": 8,
-            "temperature": 0,
-        },
+def complete(gw: GatewayProcess, variant: str, **body: object) -> httpx.Response:
+    return httpx.post(
+        f"{gw.base_url}/v1/completions",
+        json={"model": "smol-engines", **body},
+        headers={"x-gateway-variant": variant},
         timeout=120,
     )
+
+
+@pytest.mark.parametrize("variant", ["ctransformers", "llama_cpp"])
+def test_both_engines_of_the_ab_config_know_the_capital_of_france(
+    gateway: GatewayProcess, variant: str
+) -> None:
+    r = complete(gateway, variant, prompt="The capital of France is", max_tokens=8, temperature=0)
     assert r.status_code == 200, r.text
+    assert r.headers["x-gateway-variant"] == variant
     assert "Paris" in r.json()["choices"][0]["text"]
+
+
+def test_the_ctransformers_variant_runs_in_a_worker(gateway: GatewayProcess) -> None:
+    data = httpx.get(f"{gateway.base_url}/v1/backends", timeout=30).json()["data"]
+    by_model = {m["model"]: m for m in data}
+    assert by_model["smol-ctransformers"]["isolation"] == "process"
+    assert by_model["smol-llama-cpp"]["isolation"] == "none"
 
 
 def test_the_converted_file_tokenizes_words_with_their_spaces(gateway: GatewayProcess) -> None:
     # merges over "Ġ" kept: " capital" is one token, as in llama.cpp, not " " + "capital"
-    r = httpx.post(
-        f"{gateway.base_url}/tokenize",
-        json={"model": "smollm2-ct", "content": "The capital of France is", "with_pieces": True},
-        timeout=30,
-    )
-    pieces = [t["piece"] for t in r.json()["tokens"]]
-    assert pieces == ["The", " capital", " of", " France", " is"]
+    text = "The capital of France is"
+    pieces = {}
+    for model in ("smol-ctransformers", "smol-llama-cpp"):
+        r = httpx.post(
+            f"{gateway.base_url}/tokenize",
+            json={"model": model, "content": text, "with_pieces": True},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        pieces[model] = [(t["id"], t["piece"]) for t in r.json()["tokens"]]
+    assert [p for _, p in pieces["smol-ctransformers"]] == [
+        "The",
+        " capital",
+        " of",
+        " France",
+        " is",
+    ]
+    assert pieces["smol-ctransformers"] == pieces["smol-llama-cpp"]
 
 
 def test_the_file_header_says_version_2_and_has_output_weight(converted: Path) -> None:
