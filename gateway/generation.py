@@ -21,6 +21,7 @@ from backends.base import (
     GenerationRequest,
     TextDelta,
     TokenLogprob,
+    ToolCall,
     Usage,
 )
 
@@ -101,6 +102,7 @@ class ChoiceOutcome:
     logprobs: list[TokenLogprob] = field(default_factory=list)
     prompt_text: str = ""
     prompt_logprobs: list[TokenLogprob] = field(default_factory=list)
+    tool_calls: tuple[ToolCall, ...] = ()  # the calls its Finished event carried
 
     @property
     def mean_logprob(self) -> float:
@@ -201,6 +203,7 @@ async def collect(streams: Sequence[ChoiceStream], first_token: FirstToken) -> l
                 outcome.text = "".join(texts[index])
                 outcome.finish_reason = event.finish_reason
                 outcome.usage = event.usage
+                outcome.tool_calls = event.tool_calls
     return [partial[i] for i in sorted(partial)]
 
 

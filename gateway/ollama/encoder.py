@@ -51,8 +51,7 @@ class OllamaEncoder:
 
     def _last(self, text: str, event: Finished | ChoiceOutcome, usage: Usage) -> dict[str, Any]:
         now = time.perf_counter()
-        calls = getattr(event, "tool_calls", ()) or ()
-        body = self._piece(text, tuple(calls))
+        body = self._piece(text, event.tool_calls)
         body.update(
             done=True,
             done_reason="length" if event.finish_reason == "length" else "stop",

@@ -6,12 +6,22 @@ fields Ollama's API documentation gives its answers (plain and as JSON lines), i
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from backends.base import Capabilities
+from backends.base import (
+    Capabilities,
+    Finished,
+    GenerationEvent,
+    GenerationRequest,
+    OutputConstraint,
+    TextDelta,
+    ToolCall,
+    Usage,
+)
 from tests.support.inprocess import ScriptedBackend, asgi_client, scripted_app
 
 pytestmark = pytest.mark.anyio
@@ -188,3 +198,68 @@ async def test_tags_show_version_ps() -> None:
     assert show.json()["model_info"]["unknown.context_length"] == 2048
     assert isinstance(version["version"], str)
     assert [m["name"] for m in ps["models"]] == ["coder"]
+
+
+class CallingBackend(ScriptedBackend):
+    """Declares structured output and tools, and ends each generation with one call of
+    the first tool, as a backend that enforces tools does."""
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        self.calls.requests.append(request)
+        yield TextDelta("", (0,))
+        call = ToolCall("call_0", request.tools[0].name, '{"city": "Paris"}')
+        yield Finished("tool_calls", Usage(3, 1), tool_calls=(call,))
+
+
+async def test_format_and_tools_reach_a_backend_that_enforces_them() -> None:
+    caps = Capabilities(chat_template=True, features=frozenset({"response_format", "tools"}))
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    body = {**ZED_CHAT, "format": schema, "tools": [weather]}
+    response, backend = await call(
+        "POST", "/api/chat", body, CallingBackend("coder", capabilities=caps)
+    )
+    assert response.status_code == 200, response.text
+    (request,) = backend.calls.requests
+    assert request.constraint == OutputConstraint("json_schema", schema)
+    assert [(t.name, t.description, dict(t.parameters)) for t in request.tools] == [
+        ("get_weather", "The weather in a city", weather["function"]["parameters"])
+    ]
+    last = lines(response)[-1]
+    expected = [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]
+    assert last["message"]["tool_calls"] == expected
+    assert last["done"] is True and last["done_reason"] == "stop"
+    plain, _ = await call(
+        "POST", "/api/chat", {**body, "stream": False}, CallingBackend("coder", capabilities=caps)
+    )
+    assert plain.json()["message"] == {"role": "assistant", "content": "", "tool_calls": expected}
+
+
+async def test_tool_history_round_trips_into_neutral_messages() -> None:
+    caps = Capabilities(chat_template=True)
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+        },
+        {"role": "tool", "content": "sunny", "tool_name": "get_weather"},
+    ]
+    body = {"model": "coder", "messages": messages, "stream": False}
+    response, backend = await call(
+        "POST", "/api/chat", body, ScriptedBackend("coder", capabilities=caps)
+    )
+    assert response.status_code == 200, response.text
+    assistant, tool = backend.calls.requests[0].messages[1:]
+    assert [(c.name, json.loads(c.arguments)) for c in assistant.tool_calls] == [
+        ("get_weather", {"city": "Paris"})
+    ]
+    assert (tool.role, tool.content, tool.name) == ("tool", "sunny", "get_weather")
