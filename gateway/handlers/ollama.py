@@ -38,7 +38,11 @@ def ollama_endpoint(handler: Endpoint) -> Endpoint:
             return response
         body = json.loads(bytes(response.body))
         message = body.get("error", {}).get("message", "error")
-        headers = {k: v for k, v in response.headers.items() if k.lower() == "retry-after"}
+        headers = {  # Retry-After, a route's headers
+            k: v
+            for k, v in response.headers.items()
+            if k.lower() not in ("content-length", "content-type")
+        }
         return JSONResponse({"error": message}, response.status_code, headers=headers)
 
     return wrapper
