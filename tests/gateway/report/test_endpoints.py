@@ -5,6 +5,7 @@ filtering), the API keys, the page's shell and assets with their CSP, and `[repo
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,34 @@ def test_report_section_is_validated() -> None:
     ):
         with pytest.raises(ConfigFileError, match=key.replace(".", r"\.")):
             parse_config({**base, "report": bad}, Path("c.toml"), {})
+
+
+async def test_the_report_is_computed_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The computation waits until /health has been answered: on the event loop it could
+    never see that (the loop would be blocked in it) and would give up after 10 s."""
+    from gateway.handlers import experiments
+    from gateway.report.service import compute
+
+    await seed(tmp_path)
+    started, health_answered = threading.Event(), threading.Event()
+    saw: list[bool] = []
+
+    def waiting_compute(*args: Any) -> dict[str, object]:
+        started.set()
+        saw.append(health_answered.wait(10))
+        return compute(*args)
+
+    monkeypatch.setattr(experiments, "compute", waiting_compute)
+    async with asgi_client(app_with_store(tmp_path)) as client:
+        report = asyncio.create_task(client.get(f"/v1/experiments/{EXP}/report"))
+        deadline = time.monotonic() + 10
+        while not started.is_set() and not report.done():
+            assert time.monotonic() < deadline, "the report never started computing"
+            await asyncio.sleep(0.01)
+        # computing now: the loop must still answer
+        assert (await client.get("/health")).status_code == 200
+        health_answered.set()
+        assert (await report).status_code == 200
+    assert saw == [True]
