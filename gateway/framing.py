@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.responses import Response
 
+from gateway.drain import shutting_down_error
 from gateway.errors import APIError
 from gateway.sse import EventStream
 
@@ -31,13 +32,16 @@ def ndjson_line(payload: dict[str, Any]) -> bytes:
 
 
 class NDJSONStream(EventStream):
-    """The same stream machinery (disconnects, shutdown grace) without SSE pings,
-    which would not be JSON lines."""
+    """The same stream machinery (disconnects, shutdown grace) in JSON lines: no SSE
+    pings, and a stream cut at the end of the grace period ends with {"error"}."""
 
     media_type = "application/x-ndjson"
 
     def __init__(self, events: AsyncIterator[bytes]) -> None:
         super().__init__(events, ping_seconds=0)
+
+    def shutdown_event(self) -> bytes:
+        return ndjson_line({"error": shutting_down_error().message})
 
 
 @dataclass(frozen=True)

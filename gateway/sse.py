@@ -74,11 +74,15 @@ class EventStream(Response):
             await send(
                 {
                     "type": "http.response.body",
-                    "body": error_event(shutting_down_error().body()),
+                    "body": self.shutdown_event(),
                     "more_body": True,
                 }
             )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def shutdown_event(self) -> bytes:
+        """The last event of a stream cut at the end of the shutdown grace period."""
+        return error_event(shutting_down_error().body())
 
     async def _pump(self, send: Send, lock: asyncio.Lock) -> None:
         async with contextlib.aclosing(self.events) as events:

@@ -5,6 +5,7 @@ fields Ollama's API documentation gives its answers (plain and as JSON lines), i
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,7 +23,14 @@ from backends.base import (
     ToolCall,
     Usage,
 )
-from tests.support.inprocess import ScriptedBackend, asgi_client, scripted_app
+from tests.support.inprocess import (
+    Script,
+    ScriptedBackend,
+    WithLifespanState,
+    asgi_client,
+    lifespan,
+    scripted_app,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -263,3 +271,44 @@ async def test_tool_history_round_trips_into_neutral_messages() -> None:
         ("get_weather", {"city": "Paris"})
     ]
     assert (tool.role, tool.content, tool.name) == ("tool", "sunny", "get_weather")
+
+
+async def test_a_stream_cut_at_shutdown_ends_with_an_ollama_error_line() -> None:
+    """Past the shutdown grace period, a JSON-lines stream that has begun ends with
+    Ollama's {"error"} line (not an SSE event). Driven over raw ASGI, to expire the
+    grace period once the first line has been sent."""
+    script = Script(("a",), block_after=1)  # one token, then it waits forever
+    backend = ScriptedBackend("coder", capabilities=CAPS, script=lambda r: script)
+    app = scripted_app(backend)
+    sent: list[bytes] = []
+    first_line = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            sent.append(message.get("body", b""))
+            if b"\n" in b"".join(sent):
+                first_line.set()
+
+    payload = json.dumps(ZED_CHAT).encode()
+    messages = [{"type": "http.request", "body": payload, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await asyncio.Event().wait()  # the client stays
+        raise AssertionError
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/api/chat", "raw_path": b"/api/chat", "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80),
+        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
+    }  # fmt: skip
+    async with lifespan(app) as state:
+        task = asyncio.create_task(WithLifespanState(app, state)(scope, receive, send))
+        await asyncio.wait_for(first_line.wait(), 30)
+        app.state.drain.expire()
+        await asyncio.wait_for(task, 30)
+    *_, last = [json.loads(line) for line in b"".join(sent).splitlines() if line]
+    assert set(last) == {"error"} and "shutting down" in last["error"]
+    assert backend.calls.abandoned == [backend.calls.requests[0].request_id]
