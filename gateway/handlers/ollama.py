@@ -21,7 +21,7 @@ from gateway.framing import OLLAMA_NDJSON
 from gateway.handlers.common import Endpoint, api_endpoint, read_call, registry
 from gateway.handlers.serving import serve_call
 from gateway.ollama.calls import OllamaCall, parse_chat, parse_generate
-from gateway.ollama.encoder import OllamaEncoder
+from gateway.ollama.encoder import OllamaEncoder, created_at
 from gateway.ollama.models import OLLAMA_VERSION, ps_json, show_json, tags_json
 from gateway.openai.params import parse_json_body
 from gateway.routing import Router
@@ -76,12 +76,33 @@ async def _serve(request: Request, call: OllamaCall) -> Response:
 
 @ollama_endpoint
 async def generate(request: Request) -> Response:
-    return await _serve(request, await read_call(request, parse_generate))
+    call = await read_call(request, parse_generate)
+    if not call.prompt and call.suffix is None:
+        return _loaded(request, call)
+    return await _serve(request, call)
 
 
 @ollama_endpoint
 async def chat(request: Request) -> Response:
-    return await _serve(request, await read_call(request, parse_chat))
+    call = await read_call(request, parse_chat)
+    if not call.messages:
+        return _loaded(request, call)
+    return await _serve(request, call)
+
+
+def _loaded(request: Request, call: OllamaCall) -> Response:
+    """Ollama's "load the model" request (an empty prompt, or no messages): the models
+    of the configuration are loaded at startup, so it is answered at once."""
+    model = resolve(request, call.model)
+    router: Router = request.state.router
+    registry(request).get(router.first_model(model))  # 503 while it is still loading
+    body: dict[str, object] = {"model": model, "created_at": created_at()}
+    if call.operation == "chat":
+        body["message"] = {"role": "assistant", "content": ""}
+    else:
+        body["response"] = ""
+    body.update(done=True, done_reason="load")
+    return JSONResponse(body)
 
 
 @ollama_endpoint

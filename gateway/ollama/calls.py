@@ -196,8 +196,10 @@ def parse_generate(body: p.Body, limits: LimitsSettings) -> OllamaCall:
 
 def parse_chat(body: p.Body, limits: LimitsSettings) -> OllamaCall:
     raw = body.get("messages")
-    if not isinstance(raw, list) or not raw:
-        raise invalid("Invalid 'messages': expected a non-empty array of messages.", "messages")
+    if raw is None:
+        raw = []  # no messages: Ollama's request to load the model
+    if not isinstance(raw, list):
+        raise invalid("Invalid 'messages': expected an array of messages.", "messages")
     messages = tuple(_message(m, i) for i, m in enumerate(raw))
     chars = sum(len(m.content) for m in messages)
     if chars > limits.max_prompt_chars:

@@ -248,7 +248,8 @@ PATHS: dict[str, Schema] = {
         }
     },
     "/api/generate": _ollama_post(
-        "Ollama: generate (suffix for fill-in-the-middle, raw for no template)",
+        "Ollama: generate (suffix for fill-in-the-middle, raw for no template; an empty "
+        "prompt is answered at once, done_reason load)",
         {
             "type": "object",
             "required": ["model"],
@@ -268,10 +269,10 @@ PATHS: dict[str, Schema] = {
         stream=True,
     ),
     "/api/chat": _ollama_post(
-        "Ollama: chat",
+        "Ollama: chat (no messages: answered at once, done_reason load)",
         {
             "type": "object",
-            "required": ["model", "messages"],
+            "required": ["model"],
             "properties": {
                 **_COMMON,
                 "messages": {"type": "array", "items": _MESSAGE},

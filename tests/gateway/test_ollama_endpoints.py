@@ -312,3 +312,25 @@ async def test_a_stream_cut_at_shutdown_ends_with_an_ollama_error_line() -> None
     *_, last = [json.loads(line) for line in b"".join(sent).splitlines() if line]
     assert set(last) == {"error"} and "shutting down" in last["error"]
     assert backend.calls.abandoned == [backend.calls.requests[0].request_id]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "key"),
+    [
+        ("/api/generate", {"model": "coder"}, "response"),
+        ("/api/chat", {"model": "coder:latest", "messages": []}, "message"),
+    ],
+)
+async def test_a_load_request_is_answered_at_once(
+    path: str, body: dict[str, Any], key: str
+) -> None:
+    """Ollama clients preload a model with an empty prompt (or no messages); that must
+    not start a generation (num_predict -1 would run to the end of the context)."""
+    response, backend = await call("POST", path, body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["done"] is True and answer["done_reason"] == "load" and key in answer
+    assert answer["model"] == "coder"
+    assert backend.calls.requests == []
+    missing, _ = await call("POST", path, {**body, "model": "nope"})
+    assert missing.status_code == 404 and set(missing.json()) == {"error"}
