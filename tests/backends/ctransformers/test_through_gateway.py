@@ -142,9 +142,16 @@ def test_seeded_sampling_repeats_and_top_k_is_clamped(gateway: GatewayProcess) -
     a, b = complete(gateway, **body).json(), complete(gateway, **body).json()
     assert a["choices"][0]["text"] == b["choices"][0]["text"]
     # top_k past the vocabulary aborts ctransformers' gpt2 sampler unclamped
-    r = complete(gateway, **body, top_k=1_000_000, top_p=0.9, repetition_penalty=1.3)
+    r = complete(gateway, **body, top_k=1_000_000, top_p=0.9, repeat_penalty=1.3)
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["completion_tokens"] >= 1
+
+
+def test_repeat_penalty_is_honoured(gateway: GatewayProcess) -> None:
+    body = {"model": "gpt2", "prompt": "aaaa", "max_tokens": 48, "temperature": 0}
+    plain = complete(gateway, **body).json()["choices"][0]["text"]
+    penalised = complete(gateway, **body, repeat_penalty=3.0).json()["choices"][0]["text"]
+    assert penalised != plain
 
 
 def test_logprobs_of_generated_tokens(gateway: GatewayProcess) -> None:
