@@ -25,10 +25,11 @@ from backends.base import (
     Usage,
 )
 from backends.errors import BackendError, ConfigError, ContextLengthExceeded, InvalidRequest
-from backends.llama_cpp import native
+from backends.llama_cpp import native, structured
 from backends.llama_cpp.admission import EngineAdmission
 from backends.llama_cpp.chat_template import ChatTemplate
 from backends.llama_cpp.engine import Engine
+from backends.llama_cpp.grammar import GrammarCache
 from backends.llama_cpp.options import LlamaCppOptions, parse_options
 from backends.llama_cpp.preflight import preflight
 from backends.llama_cpp.prompts import build_prompt
@@ -59,6 +60,7 @@ class LlamaCppBackend(Backend):
         self._template: ChatTemplate | None = None
         self._template_source: str | None = None
         self._details: dict[str, Any] = {"file": model_file.name}
+        self._grammars = GrammarCache()
 
     @classmethod
     def from_config(cls, model_id: str, options: Mapping[str, Any], base_dir: Path) -> Self:
@@ -157,6 +159,7 @@ class LlamaCppBackend(Backend):
             chat_template=self._template is not None,
             max_context=getattr(self, "_n_ctx", self.opts.n_ctx),
             n_vocab=model.n_vocab if model is not None else None,
+            features=frozenset({"response_format", "tools"}),
         )
 
     def info(self) -> ModelInfo:
@@ -192,6 +195,10 @@ class LlamaCppBackend(Backend):
         engine, model = self._engine, self._model
         if engine is None or model is None:
             raise BackendError(f"model {self.model_id!r} is not loaded")
+        # Structured output and tools: the grammar, and the tools prompt (a 400 for a
+        # schema outside the supported subset), before anything is queued.
+        plan = await asyncio.to_thread(structured.plan, request, self._grammars, model.vocab)
+        request = plan.request
         # Rendering and tokenising grow with the prompt, and llama.cpp's special-token
         # pass grows with the square of the markup in it (each match walks its
         # fragment list from the head): never on the event loop.
@@ -225,18 +232,21 @@ class LlamaCppBackend(Backend):
             echo=request.echo,
             echo_text=prompt.echo_text,
             echo_from=prompt.echo_from,
+            grammar=plan.grammar,
         )
         if on_sequence is not None:
             on_sequence(seq)
         engine.submit(seq, ticket)
         finished = False
+        calls = structured.CallCollector(plan.tools) if plan.tools else None
         try:
             while not finished:
                 item = await seq.output.get()
                 if isinstance(item, BaseException):
                     raise item
                 finished = isinstance(item, Finished)
-                yield item
+                for event in calls.feed(item) if calls is not None else (item,):
+                    yield event
         finally:
             if not finished:
                 engine.cancel(seq)

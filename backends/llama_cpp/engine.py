@@ -206,7 +206,7 @@ class Engine:
         seq.queue_seconds = time.perf_counter() - seq.submitted_at
         seq.n_prefilled = seq.n_reused = reuse
         self.reused_tokens += reuse
-        seq.sampler = Sampler(self._model, seq.params)
+        seq.sampler = Sampler(self._model, seq.params, seq.grammar)
         seq.stops = StopMatcher(seq.params.stop)
         self._slots[slot] = seq
 

@@ -137,6 +137,10 @@ class Model:
     def ptr(self) -> llama_cpp.llama_model_p:
         return self._ptr
 
+    @property
+    def vocab(self) -> llama_cpp.llama_vocab_p:
+        return self._vocab
+
     def metadata(self, key: str) -> str | None:
         buf = ctypes.create_string_buffer(4096)
         n = llama_cpp.llama_model_meta_val_str(self._ptr, key.encode(), buf, len(buf))
@@ -200,6 +204,15 @@ class Model:
 
     def is_eog(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def max_token_bytes(self) -> int:
+        """The most bytes of text one token stands for (special tokens included):
+        text of n bytes needs at least n / this many tokens. Computed once."""
+        cached: int | None = getattr(self, "_max_token_bytes", None)
+        if cached is None:
+            longest = max((len(self.piece(t, special=True)) for t in range(self.n_vocab)), default=1)
+            cached = self._max_token_bytes = max(1, longest)
+        return cached
 
     def special_texts(self) -> tuple[str, ...]:
         """The texts that only `tokenize(parse_special=True)` turns into tokens: those of
@@ -296,13 +309,25 @@ class Context:
 class Sampler:
     """A per-sequence sampler chain built from the request's parameters."""
 
-    def __init__(self, model: Model, params: SamplingParams) -> None:
+    def __init__(self, model: Model, params: SamplingParams, grammar: str | None = None) -> None:
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         self._ptr = llama_cpp.llama_sampler_chain_init(chain_params)
         add = lambda s: llama_cpp.llama_sampler_chain_add(self._ptr, s)  # noqa: E731
+        if grammar is not None:
+            # First in the chain: every later sampler sees only the tokens the grammar
+            # allows (EOG once the grammar is complete), so greedy and top-k/top-p pick
+            # among valid tokens. The chain accepts each sampled token into it.
+            rule = llama_cpp.llama_sampler_init_grammar(model.vocab, grammar.encode(), b"root")
+            if not rule:
+                self.close()
+                raise BackendError("llama.cpp refused the output grammar")
+            add(rule)
         if params.logit_bias:
-            add(_logit_bias(model.n_vocab, params.logit_bias))
+            # Under a grammar a ban is a large finite penalty, not -inf: were every
+            # token the grammar allows banned, llama.cpp would pick one it forbids and
+            # abort the process; this way the least bad allowed token is picked.
+            add(_logit_bias(model.n_vocab, params.logit_bias, exact_bans=grammar is None))
         if params.presence_penalty or params.frequency_penalty or params.repeat_penalty != 1.0:
             add(
                 llama_cpp.llama_sampler_init_penalties(
@@ -335,12 +360,14 @@ class Sampler:
             self._ptr = None
 
 
-def _logit_bias(n_vocab: int, bias: Mapping[int, float]) -> llama_cpp.llama_sampler_p:
+def _logit_bias(
+    n_vocab: int, bias: Mapping[int, float], exact_bans: bool = True
+) -> llama_cpp.llama_sampler_p:
     arr = (llama_cpp.llama_logit_bias * len(bias))()
     for i, (token, value) in enumerate(bias.items()):
         arr[i].token = token
         # OpenAI: -100 bans a token, 100 forces it; -inf makes the ban exact.
-        arr[i].bias = float("-inf") if value <= -100 else value
+        arr[i].bias = (float("-inf") if exact_bans else -1e9) if value <= -100 else value
     return llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(bias), arr)
 
 

@@ -29,6 +29,7 @@ class Sequence:
     echo: bool = False
     echo_text: str = ""
     echo_from: int = 0
+    grammar: str | None = None  # GBNF the output must follow (structured output)
     output: asyncio.Queue[EngineOutput] = field(default_factory=asyncio.Queue)
     cancelled: bool = False
     # engine-thread state

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from backends.base import (
@@ -12,6 +12,7 @@ from backends.base import (
     ChatMessage,
     Finished,
     GenerationRequest,
+    OutputConstraint,
     SamplingParams,
     TextDelta,
     TokenLogprob,
@@ -21,6 +22,7 @@ from gateway.errors import invalid
 from gateway.generation import ChoiceOutcome
 from gateway.limits import LimitsSettings
 from gateway.openai import params as p
+from gateway.openai import structured
 from gateway.openai.common import (
     check_vocabulary,
     for_candidate,
@@ -50,6 +52,8 @@ class ChatCall:
     top_logprobs: int
     user: str | None
     wanted: tuple[Wanted, ...] = ()
+    constraint: OutputConstraint | None = None
+    tools: structured.Tools = field(default_factory=structured.Tools)
 
     @property
     def per_prompt(self) -> int:
@@ -80,6 +84,10 @@ class ChatCall:
                     request_id=f"{request_id}/{j}",
                     messages=self.messages,
                     logprobs=self.top_logprobs if self.logprobs else None,
+                    constraint=self.constraint,
+                    tools=self.tools.tools,
+                    tool_choice=self.tools.choice,
+                    parallel_tool_calls=self.tools.parallel,
                 )
             )
         return out
@@ -181,7 +189,15 @@ def parse_messages(
                 limits.max_chat_chars,
                 "max_chat_chars",
             )
-        messages.append(ChatMessage(role, content, name))
+        messages.append(
+            ChatMessage(
+                role,
+                content,
+                name,
+                structured.message_tool_calls(raw, where) if role == "assistant" else (),
+                structured.tool_call_id(raw, where),
+            )
+        )
     return tuple(messages)
 
 
@@ -213,7 +229,20 @@ def parse_chat_request(body: p.Body, limits: LimitsSettings | None = None) -> Ch
         top_logprobs=top or 0,
         user=p.get_str(body, "user"),
         wanted=tuple(wanted),
+        constraint=structured.response_format(dict(body)),
+        tools=structured.tools(dict(body)),
     )
+
+
+def _message(o: ChoiceOutcome) -> dict[str, Any]:
+    if o.tool_calls:
+        return {
+            "role": "assistant",
+            "content": o.text or None,
+            "refusal": None,
+            "tool_calls": structured.tool_calls_json(o.tool_calls),
+        }
+    return {"role": "assistant", "content": o.text, "refusal": None}
 
 
 def chat_logprob(entry: TokenLogprob) -> dict[str, Any]:
@@ -256,7 +285,7 @@ class ChatEncoder:
         choices = [
             {
                 "index": o.index,
-                "message": {"role": "assistant", "content": o.text, "refusal": None},
+                "message": _message(o),
                 "logprobs": self._logprobs(o.logprobs),
                 "finish_reason": o.finish_reason,
             }
@@ -292,7 +321,13 @@ class ChatEncoder:
         return self._chunk(index, {"content": event.text}, logprobs, None)
 
     def finish(self, index: int, event: Finished) -> dict[str, Any]:
-        return self._chunk(index, {}, None, event.finish_reason)
+        # A tool call comes whole, in the last chunk of its choice.
+        delta = (
+            {"tool_calls": structured.tool_calls_json(event.tool_calls, with_index=True)}
+            if event.tool_calls
+            else {}
+        )
+        return self._chunk(index, delta, None, event.finish_reason)
 
     def usage_chunk(self, usage: Usage) -> dict[str, Any]:
         body = self._envelope("chat.completion.chunk", [])

@@ -11,6 +11,7 @@ from backends.base import (
     Capabilities,
     Finished,
     GenerationRequest,
+    OutputConstraint,
     SamplingParams,
     TextDelta,
     TokenLogprob,
@@ -20,6 +21,7 @@ from gateway.errors import invalid
 from gateway.generation import ChoiceOutcome
 from gateway.limits import LimitsSettings
 from gateway.openai import params as p
+from gateway.openai import structured
 from gateway.openai.common import (
     check_vocabulary,
     for_candidate,
@@ -44,6 +46,7 @@ class CompletionCall:
     suffix: str | None
     user: str | None
     wanted: tuple[Wanted, ...] = ()
+    constraint: OutputConstraint | None = None  # response_format (an extension here)
 
     @property
     def per_prompt(self) -> int:
@@ -96,6 +99,7 @@ class CompletionCall:
                         logprobs=wants_logprobs,
                         echo=self.echo,
                         suffix=self.suffix,
+                        constraint=self.constraint,
                     )
                 )
         return out
@@ -193,6 +197,7 @@ def parse_completion_request(body: p.Body, limits: LimitsSettings | None = None)
         suffix=suffix if suffix else None,
         user=p.get_str(body, "user"),
         wanted=tuple(completion_features(dict(body))),
+        constraint=structured.response_format(dict(body)),
     )
 
 
