@@ -1,0 +1,1 @@
+"""The experiment report: statistics, the JSON report, the terminal table and the page."""
