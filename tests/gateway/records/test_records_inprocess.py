@@ -23,6 +23,7 @@ from gateway.routing import Shadow
 from tests.gateway.records.support import stored_app
 from tests.gateway.routing.support import ab_route, scrape, total
 from tests.support.inprocess import Script, ScriptedBackend, ThreadedServer, asgi_client
+from tests.support.server import free_port
 
 pytestmark = pytest.mark.anyio
 CAPS = Capabilities(chat_template=True)
@@ -215,3 +216,20 @@ async def test_the_shadow_comparison_lands_in_the_record(tmp_path: Path) -> None
         assert r.shadow["exact_match"] is False and r.shadow["greedy"] is True
         assert r.shadow["primary_tokens"] == 3 and r.shadow["shadow_tokens"] == 4
     await store.aclose()
+
+
+async def test_a_postgres_store_down_at_startup_only_drops(tmp_path: Path) -> None:
+    """Nothing listens on the store's port: the app starts, requests succeed, each
+    record is counted as dropped, feedback is a 503."""
+    url = f"postgresql://gateway@127.0.0.1:{free_port()}/postgres"
+    settings = StoreSettings(url, write_timeout_seconds=5)
+    app = stored_app(backends(), [ab_route()], settings, hidden=("local", "remote"))
+    async with asgi_client(app) as client:
+        for i in range(3):
+            assert (await client.post("/v1/completions", json=body(user=f"p{i}"))).is_success
+        writer: RecordWriter = app.state.records
+        assert await writer.wait_idle(30)
+        samples = await scrape(client)
+        payload = {"request_id": "r", "metric": "m", "value": 1}
+        assert (await client.post("/v1/feedback", json=payload)).status_code == 503
+    assert total(samples, "gateway_records_dropped_total", reason="store_error") == 3
