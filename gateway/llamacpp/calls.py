@@ -11,7 +11,7 @@ from backends.base import Capabilities, GenerationRequest, SamplingParams
 from gateway.errors import invalid
 from gateway.generation import ChoiceOutcome, ChoiceStream
 from gateway.limits import LimitsSettings
-from gateway.llamacpp.time_limit import stop_after_new_line
+from gateway.llamacpp.time_limit import stop_early
 from gateway.openai import params as p
 from gateway.openai.common import check_vocabulary
 from gateway.openai.completions import parse_prompt
@@ -42,6 +42,7 @@ class NativeCall:
     suffix: str | None = None
     context_files: tuple[tuple[str, str], ...] = ()
     t_max_predict_ms: int = 0
+    n_indent: int = 0
     response_fields: tuple[str, ...] = ()
     wanted: tuple[Wanted, ...] = ()
     user: str | None = None
@@ -82,11 +83,12 @@ class NativeCall:
         return outcomes
 
     def limit_streams(self, streams: list[ChoiceStream]) -> list[ChoiceStream]:
-        """llama.cpp's `t_max_predict_ms`: once a new line has been generated and the
-        time is up, the generation stops (as if its token limit had been reached)."""
-        if self.t_max_predict_ms <= 0:
+        """llama.cpp's `t_max_predict_ms` and `n_indent` (gateway/llamacpp/time_limit.py):
+        the generation stops as if its token limit had been reached."""
+        if self.t_max_predict_ms <= 0 and self.n_indent <= 0:
             return streams
-        return [stop_after_new_line(s, self.t_max_predict_ms / 1000) for s in streams]
+        seconds = self.t_max_predict_ms / 1000 if self.t_max_predict_ms > 0 else None
+        return [stop_early(s, seconds, self.n_indent) for s in streams]
 
 
 def _sampling(body: p.Body, limits: LimitsSettings) -> SamplingParams:
@@ -159,7 +161,7 @@ def parse_infill(body: p.Body, limits: LimitsSettings, default_model: str) -> Na
     prompt = p.get_str(body, "prompt", default="") or ""
     suffix = p.get_str(body, "input_suffix", default="") or ""
     files = _input_extra(body.get("input_extra"))
-    p.get_int(body, "n_indent", 0, low=0)  # accepted (llama.vscode sends it), not applied
+    n_indent = p.get_int(body, "n_indent", 0, low=0, high=p.INT32_MAX) or 0
     chars = len(prefix) + len(prompt) + len(suffix) + sum(len(t) for _, t in files)
     if chars > limits.max_prompt_chars:
         raise _too_long(chars, limits)
@@ -168,6 +170,7 @@ def parse_infill(body: p.Body, limits: LimitsSettings, default_model: str) -> Na
         prompt=prefix + prompt,
         suffix=suffix,
         context_files=files,
+        n_indent=n_indent,
         **_common(body, limits, default_model),  # type: ignore[arg-type]
     )
 

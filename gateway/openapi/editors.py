@@ -79,7 +79,10 @@ _INFILL_REQUEST: Schema = {
             "description": "Chunks of other files, placed before the FIM prefix.",
         },
         "prompt": {**_STR, "description": "Text after input_prefix (the current line)."},
-        "n_indent": {**_INT, "description": "Accepted, not applied."},
+        "n_indent": {
+            **_INT,
+            "description": "End where a line starts with less indentation than this.",
+        },
         "t_max_prompt_ms": {**_INT, "description": "Accepted, not applied."},
         "samplers": {"type": "array", "items": _STR, "description": "Accepted, not applied."},
         "id_slot": {**_INT, "description": "Ignored."},

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from backends.base import Capabilities
+from gateway.llamacpp.time_limit import dedent_cut
 from tests.support.inprocess import Script, ScriptedBackend, asgi_client, scripted_app
 
 pytestmark = pytest.mark.anyio
@@ -210,3 +211,42 @@ async def test_props_has_what_editors_read() -> None:
     assert body["total_slots"] == 4
     assert body["model_alias"] == "coder" and body["model_path"] == "coder"
     assert body["infill"] is True
+
+
+@pytest.mark.parametrize(
+    ("text", "n_indent", "cut"),
+    [
+        ("return a\n    b\nprint(x)", 4, len("return a\n    b\n")),
+        ("return a\n  b", 4, len("return a\n  ")),  # cut before the line's first character
+        ("return a\n    b\n\n    c", 4, None),  # blank lines do not end it
+        ("return a\n    b\n  ", 4, None),  # a line not begun yet
+        ("x\ny", 0, None),  # no rule without n_indent
+        ("\tx\n\ty", 1, None),  # tabs count
+    ],
+)
+def test_dedent_cut(text: str, n_indent: int, cut: int | None) -> None:
+    assert dedent_cut(text, n_indent) == cut
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_n_indent_ends_the_completion_at_the_end_of_the_block(stream: bool) -> None:
+    """llama.vscode sends the cursor line's indentation as n_indent: a completion
+    inside a function body ends where a line would leave that body."""
+    tokens = ("x = 1", "\n    ", "y = 2", "\nprint", "(x)", "\n")
+    backend = ScriptedBackend(
+        "coder", capabilities=FIM, script=lambda r: Script(tokens, block_after=len(tokens))
+    )
+    body = {**VSCODE_INFILL, "n_indent": 4, "t_max_predict_ms": 0, "stream": stream}
+    response, _ = await post("/infill", body, backend)
+    assert response.status_code == 200, response.text
+    if stream:
+        events = [json.loads(x[6:]) for x in response.text.split("\n\n") if x.startswith("data: ")]
+        content = "".join(e["content"] for e in events)
+        final = events[-1]
+    else:
+        final = response.json()
+        content = final["content"]
+    assert content == "x = 1\n    y = 2\n"
+    assert final["stop"] is True and final["stop_type"] == "limit"
+    assert final["timings"]["predicted_n"] == 4  # the token that crossed the line counts
+    assert backend.calls.abandoned == [backend.calls.requests[0].request_id]
