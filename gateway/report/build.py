@@ -28,8 +28,10 @@ import numpy as np
 from gateway.records.model import FeedbackRecord, RequestRecord
 from gateway.report.stats import (
     BootstrapSettings,
+    bootstrap,
     compare,
     newcombe,
+    resamples_for,
     srm,
     summary,
     t_interval,
@@ -104,11 +106,13 @@ def build_report(
     fb_by_metric = _feedback_by_metric(feedback)
     total = len(records)
 
-    data: dict[str, dict[str, np.ndarray]] = {}
+    data = {
+        s.name: {m: _values(by_variant.get(s.name, []), m) for m in LATENCY_METRICS} for s in specs
+    }
+    boots = _bootstraps(name, data, boot)
     rows: list[dict[str, object]] = []
     for spec in specs:
         rs = by_variant.get(spec.name, [])
-        data[spec.name] = {m: _values(rs, m) for m in LATENCY_METRICS}
         row: dict[str, object] = {
             "name": spec.name,
             "model": spec.model,
@@ -117,7 +121,8 @@ def build_report(
             "n": len(rs),
             "enough_data": len(rs) >= settings.min_n,
             "metrics": {
-                m: summary(data[spec.name][m], boot, name, spec.name, m) for m in LATENCY_METRICS
+                m: summary(data[spec.name][m], boot, boot=boots[spec.name][m])
+                for m in LATENCY_METRICS
             },
             "rates": {
                 "error_rate": wilson(sum(_error(r) for r in rs), len(rs), conf),
@@ -139,7 +144,7 @@ def build_report(
         rows.append(row)
 
     comparisons = [
-        _comparison(name, row, _row(rows, control), data, fb_by_metric, boot)
+        _comparison(row, _row(rows, control), data, boots, fb_by_metric, boot)
         for row in rows
         if row["name"] != control
     ]
@@ -200,11 +205,25 @@ def _feedback_by_metric(
     return out
 
 
+def _bootstraps(
+    name: str, data: Mapping[str, Mapping[str, np.ndarray]], boot: BootstrapSettings
+) -> dict[str, dict[str, np.ndarray | None]]:
+    """Each variant's bootstrap per metric, drawn once for its summary and its
+    comparisons; one resample count per metric (bounded by the largest sample)."""
+    out: dict[str, dict[str, np.ndarray | None]] = {v: {} for v in data}
+    for metric in LATENCY_METRICS:
+        sizes = [d[metric].size for d in data.values() if d[metric].size >= 2]
+        count = min((resamples_for(n, boot.resamples) for n in sizes), default=0)
+        for variant, d in data.items():
+            out[variant][metric] = bootstrap(d[metric], count, boot, name, variant, metric)
+    return out
+
+
 def _comparison(
-    name: str,
     row: dict[str, object],
     ctrl: dict[str, object],
     data: Mapping[str, Mapping[str, np.ndarray]],
+    boots: Mapping[str, Mapping[str, np.ndarray | None]],
     fb_by_metric: Mapping[str, tuple[str, object]],
     boot: BootstrapSettings,
 ) -> dict[str, object]:
@@ -212,9 +231,11 @@ def _comparison(
     if not (row["enough_data"] and ctrl["enough_data"]):
         out.update(enough_data=False, note=NOT_ENOUGH, metrics={})
         return out
-    t, c = data[str(row["name"])], data[str(ctrl["name"])]
+    tn, cn = str(row["name"]), str(ctrl["name"])
+    t, c = data[tn], data[cn]
     metrics: dict[str, object] = {
-        m: compare(t[m], c[m], boot, name, str(row["name"]), m) for m in LATENCY_METRICS
+        m: compare(t[m], c[m], boot, boot_t=boots[tn][m], boot_c=boots[cn][m])
+        for m in LATENCY_METRICS
     }
     for rate in ("error_rate", "cancel_rate"):
         rt, rc = row["rates"][rate], ctrl["rates"][rate]  # type: ignore[index]

@@ -80,10 +80,25 @@ def _bounds(boot: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray
     return low, high
 
 
+def bootstrap(
+    values: Sequence[float] | np.ndarray, resamples: int, settings: BootstrapSettings, *key: str
+) -> np.ndarray | None:
+    """mean, p50 and p95 of `resamples` bootstrap resamples, shape (resamples, 3), from
+    the generator of (seed, key); None for fewer than 2 values. Draw a group's once and
+    pass it to `summary` and `compare`: the report then resamples each group once."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size < 2:
+        return None
+    return _resampled(arr, resamples, rng_for(settings.seed, *key))
+
+
 def summary(
-    values: Sequence[float] | np.ndarray, settings: BootstrapSettings, *key: str
+    values: Sequence[float] | np.ndarray,
+    settings: BootstrapSettings,
+    *key: str,
+    boot: np.ndarray | None = None,
 ) -> dict[str, object]:
-    """n, and mean/p50/p95 each with its bootstrap interval."""
+    """n, and mean/p50/p95 each with its bootstrap interval (`boot`: from `bootstrap`)."""
     arr = np.asarray(values, dtype=float)
     out: dict[str, object] = {"n": int(arr.size)}
     if arr.size == 0:
@@ -95,8 +110,9 @@ def summary(
         for i, name in enumerate(STATISTICS):
             out[name] = interval(point[i], None, None)
         return out
-    resamples = resamples_for(arr.size, settings.resamples)
-    boot = _resampled(arr, resamples, rng_for(settings.seed, *key))
+    if boot is None:
+        resamples = resamples_for(arr.size, settings.resamples)
+        boot = _resampled(arr, resamples, rng_for(settings.seed, *key))
     low, high = _bounds(boot, settings.confidence)
     for i, name in enumerate(STATISTICS):
         out[name] = interval(point[i], low[i], high[i])
@@ -108,6 +124,8 @@ def compare(
     control: Sequence[float] | np.ndarray,
     settings: BootstrapSettings,
     *key: str,
+    boot_t: np.ndarray | None = None,
+    boot_c: np.ndarray | None = None,
 ) -> dict[str, dict[str, object]]:
     """For mean, p50 and p95: treatment minus control with a bootstrap interval (the two
     groups resampled independently), whether it excludes zero, and the ratio
@@ -119,11 +137,12 @@ def compare(
         for name in STATISTICS:
             out[name] = {**interval(None, None, None), "excludes_zero": None, "ratio": None}
         return out
-    resamples = min(
-        resamples_for(t.size, settings.resamples), resamples_for(c.size, settings.resamples)
-    )
-    boot_t = _resampled(t, resamples, rng_for(settings.seed, *key, "treatment"))
-    boot_c = _resampled(c, resamples, rng_for(settings.seed, *key, "control"))
+    if boot_t is None or boot_c is None:
+        resamples = min(
+            resamples_for(t.size, settings.resamples), resamples_for(c.size, settings.resamples)
+        )
+        boot_t = _resampled(t, resamples, rng_for(settings.seed, *key, "treatment"))
+        boot_c = _resampled(c, resamples, rng_for(settings.seed, *key, "control"))
     point_t, point_c = _statistics(t), _statistics(c)
     low, high = _bounds(boot_t - boot_c, settings.confidence)
     with np.errstate(divide="ignore", invalid="ignore"):
