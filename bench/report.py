@@ -12,6 +12,7 @@ CONTENDERS = {
     "bare": "(d) bare N-sequence loop",
     "single": "(a) llama-cpp-python in-process, one stream",
     "gateway": "(c) this gateway",
+    "gateway_process": "(c') this gateway, isolation = process",
     "server": "(b) llama_cpp.server (defaults)",
     "server_nointerrupt": "(b') llama_cpp.server --interrupt_requests False",
 }
@@ -95,6 +96,21 @@ def targets(model: dict[str, Any]) -> dict[str, Any]:
         "server_truncated": runs.get("server", {}).get("4", {}).get("truncated"),
         "met": bool(r and r >= 2.0 and gw4.get("truncated") == 0),
     }
+    for n in (1, 8):  # a worker process costs little on the hot path
+        iso, plain = (
+            runs.get("gateway_process", {}).get(str(n)),
+            runs.get("gateway", {}).get(str(n)),
+        )
+        if iso and plain:
+            r = ratio(iso["tokens_per_s"], plain["tokens_per_s"])
+            # TTFT: lower is better, so the in-process TTFT over the worker's
+            t = ratio(plain["ttft_ms_p50"], iso["ttft_ms_p50"])
+            out[f"process_vs_in_process_c{n}"] = {
+                "tokens_per_s_ratio": r,
+                "ttft_p50_ratio": t,
+                "target": 0.95,
+                "met": bool(r and t and r >= 0.95 and t >= 0.95),
+            }
     if "health" in model:
         p99 = model["health"]["p99_ms"]
         out["health_p99_under_50ms"] = {"p99_ms": p99, "met": p99 is not None and p99 < 50}

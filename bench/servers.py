@@ -80,11 +80,15 @@ class ServerProcess:
         self.stop()
 
 
-def gateway(model: Path, workdir: Path, parallel: int, threads: int) -> ServerProcess:
-    config = workdir / f"gateway-p{parallel}.toml"
+def gateway(
+    model: Path, workdir: Path, parallel: int, threads: int, isolation: str = "none"
+) -> ServerProcess:
+    """The gateway serving `model` as "bench"; with isolation "process", in a worker."""
+    name = f"gateway-p{parallel}" + ("-process" if isolation == "process" else "")
+    config = workdir / f"{name}.toml"
     config.write_text(
         '[server]\nlog_format = "json"\n\n[[models]]\nid = "bench"\n'
-        'backend = "llama_cpp"\n\n[models.options]\n'
+        f'backend = "llama_cpp"\nisolation = "{isolation}"\n\n[models.options]\n'
         f'model_path = "{model}"\nn_ctx = {N_CTX}\nparallel = {parallel}\n'
         f"threads = {threads}\nmax_queue = 64\n"
     )
@@ -102,7 +106,11 @@ def gateway(model: Path, workdir: Path, parallel: int, threads: int) -> ServerPr
         str(port),
     ]
     return ServerProcess(
-        f"gateway(parallel={parallel})", argv, port, "/ready", workdir / f"gateway-p{parallel}.log"
+        f"gateway(parallel={parallel}, isolation={isolation})",
+        argv,
+        port,
+        "/ready",
+        workdir / f"{name}.log",
     )
 
 

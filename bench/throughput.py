@@ -5,7 +5,8 @@
     .venv/bin/python -m bench.throughput --models bloomz --levels 1,4,8
 
 For each model and each concurrency N it runs, back to back so that they see the same
-machine load: (d) the bare N-sequence decode loop, (c) the gateway, (b) llama-cpp-python's
+machine load: (d) the bare N-sequence decode loop, (c) the gateway, (c') the gateway with
+the model in a worker process (`isolation = "process"`, N=1 and 8), (b) llama-cpp-python's
 server with its defaults; plus (a) the in-process one-stream loop, (b') the server with
 `--interrupt_requests False` at N=4, /health latency while 8 streams run, the
 prefix-reuse TTFT gain and the memory check. Results go to bench/results/ (quick runs:
@@ -83,12 +84,20 @@ def warm_up(server: servers.ServerProcess, usage: bool) -> None:
 def bench_model(model: BenchModel, opts: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     levels: list[int] = opts.levels
     threads = str(opts.threads)
-    runs: dict[str, dict[str, Any]] = {"bare": {}, "single": {}, "gateway": {}, "server": {}}
+    runs: dict[str, dict[str, Any]] = {
+        "bare": {},
+        "single": {},
+        "gateway": {},
+        "gateway_process": {},
+        "server": {},
+    }
     result: dict[str, Any] = {"name": model.name, "file_bytes": model.path.stat().st_size}
     gateway = servers.gateway(model.path, workdir, 8, opts.threads)
+    isolated = servers.gateway(model.path, workdir, 8, opts.threads, isolation="process")
     server = servers.llama_cpp_server(model.path, workdir, opts.threads)
-    with gateway, server:
+    with gateway, isolated, server:
         warm_up(gateway, True)
+        warm_up(isolated, True)
         warm_up(server, False)
         log(f"{model.name}: (a) in-process one stream")
         runs["single"]["1"] = summarise(
@@ -116,11 +125,16 @@ def bench_model(model: BenchModel, opts: argparse.Namespace, workdir: Path) -> d
                 else:
                     gw = summarise(load(gateway, n, rounds, True))
                 keep_best(runs["gateway"], n, gw)
+                if n in (1, 8):  # the same model in a worker process, right after
+                    keep_best(
+                        runs["gateway_process"], n, summarise(load(isolated, n, rounds, True))
+                    )
                 if rep == 0:
                     runs["server"][str(n)] = summarise(load(server, n, rounds, False))
+                iso = runs["gateway_process"].get(str(n), {}).get("tokens_per_s", 0.0)
                 log(
                     f"  tokens/s: bare {bare['tokens_per_s']:.1f}, gateway "
-                    f"{gw['tokens_per_s']:.1f}, llama_cpp.server "
+                    f"{gw['tokens_per_s']:.1f} (in a worker {iso:.1f}), llama_cpp.server "
                     f"{runs['server'][str(n)]['tokens_per_s']:.1f}  (load {load_average()})"
                 )
         result["prefix_reuse"] = prefix_reuse(gateway, opts.quick)
