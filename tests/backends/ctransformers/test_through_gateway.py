@@ -109,16 +109,24 @@ def test_it_runs_in_a_worker_by_default_with_the_same_output_as_in_process(
     assert worker["logprobs"]["token_logprobs"] == inside["logprobs"]["token_logprobs"]
 
 
+def workers(gw: GatewayProcess) -> dict[str, Any]:
+    data = httpx.get(f"{gw.base_url}/v1/backends", timeout=30).json()["data"]
+    return {m["model"]: m["worker"] for m in data if m["worker"] is not None}
+
+
 def test_a_non_ascii_prompt_fifty_times_does_not_crash(gateway: GatewayProcess) -> None:
-    # ctransformers' own tokenize() overflows its buffer on this prompt (heap corruption)
-    pid_alive = gateway.returncode is None
+    # ctransformers' own tokenize() overflows its buffer on this prompt (heap corruption):
+    # in process, that would take the gateway down; in a worker, it would restart
+    before = {model: (w["pid"], w["restarts"]) for model, w in workers(gateway).items()}
     for i in range(50):
-        model = ("gpt2", "llama")[i % 2]
+        model = ("gpt2", "llama", "gpt2-in-process")[i % 3]
         r = complete(gateway, model=model, prompt=NON_ASCII * 3, max_tokens=4, temperature=0.5)
         assert r.status_code == 200, r.text
         assert r.json()["usage"]["prompt_tokens"] >= len(NON_ASCII)
-    assert pid_alive and gateway.returncode is None
+    assert gateway.returncode is None
     assert httpx.get(f"{gateway.base_url}/health", timeout=30).status_code == 200
+    after = {model: (w["pid"], w["restarts"]) for model, w in workers(gateway).items()}
+    assert after == before and before["gpt2"][0] is not None
 
 
 def test_a_stop_string_across_tokens_is_held_back(gateway: GatewayProcess) -> None:
