@@ -103,6 +103,8 @@ def test_the_page_shows_the_json_report_with_plots_and_no_console_error(
     page = browser.new_page()
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    # the one expected error: chromium logs the report's 401 before the key is entered
+    expected_401 = "the server responded with a status of 401"
     page.on("pageerror", lambda e: problems.append(str(e)))
     sent: list[tuple[str, str | None]] = []
     page.on("request", lambda r: sent.append((r.url, r.headers.get("authorization"))))
@@ -110,7 +112,6 @@ def test_the_page_shows_the_json_report_with_plots_and_no_console_error(
     page.goto(f"{gateway.base_url}/experiments/{EXP}")
     # no key yet: the report's 401 is expected; the page asks for the key
     page.wait_for_selector("#login:not([hidden])", timeout=30_000)
-    problems.clear()  # chromium logs the expected 401 as a failed resource load
     page.fill("#api-key", KEY)
     page.click("#login button")
     page.wait_for_selector("body[data-loaded=true]", timeout=60_000)
@@ -168,7 +169,8 @@ def test_the_page_shows_the_json_report_with_plots_and_no_console_error(
             assert plot.evaluate("s => s.getBBox().width * s.getBBox().height") > 0, kind
     latency = page.query_selector("svg[data-plot=latency] path")
     assert len(latency.get_attribute("d").split("L")) > 20  # a step line over the bins
-    assert problems == [], problems
+    assert [p for p in problems if expected_401 not in p] == [], problems
+    assert sum(expected_401 in p for p in problems) <= 1, problems
     page.close()
 
 
