@@ -12,11 +12,16 @@ Guards, each against a crash reproduced with ctransformers 0.2.27:
 - batch size <= 64 (options.py); tokens past the context are refused (backend.py),
   since it silently overwrites the last KV cell there.
 - logits: a live view of the last position, copied at once.
+- one evaluation at a time in the whole process: two legacy-GGML models evaluating at
+  once share one static scratch buffer of the library (a segfault), so every call into
+  it holds `NATIVE_LOCK`. That lock is process-wide on purpose, like the buffer it
+  guards; with the default `isolation = "process"` each model has a process of its own.
 """
 
 from __future__ import annotations
 
 import ctypes
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,9 +29,24 @@ import numpy as np
 
 from backends.errors import BackendError
 
+NATIVE_LOCK = threading.Lock()  # the library's static buffers are per process
+
 
 class CtModel:
     def __init__(
+        self,
+        path: Path,
+        model_type: str,
+        lib: str,
+        threads: int,
+        batch_size: int,
+        context_length: int | None,
+        gpu_layers: int,
+    ) -> None:
+        with NATIVE_LOCK:
+            self._load(path, model_type, lib, threads, batch_size, context_length, gpu_layers)
+
+    def _load(
         self,
         path: Path,
         model_type: str,
@@ -63,16 +83,19 @@ class CtModel:
     def close(self) -> None:
         llm, self._llm = self._llm, None
         if llm:
-            self._lib.ctransformers_llm_delete(llm)
+            with NATIVE_LOCK:
+                self._lib.ctransformers_llm_delete(llm)
 
     def tokenize(self, text: str, add_bos: bool) -> list[int]:
         data = text.encode("utf-8")
         buf = (ctypes.c_int * (2 * len(data) + 8))()
-        n = self._lib.ctransformers_llm_tokenize(self._llm, data, add_bos, buf)
+        with NATIVE_LOCK:
+            n = self._lib.ctransformers_llm_tokenize(self._llm, data, add_bos, buf)
         return list(buf[:n])
 
     def piece(self, token: int) -> bytes:
-        return self._lib.ctransformers_llm_detokenize(self._llm, token) or b""
+        with NATIVE_LOCK:
+            return self._lib.ctransformers_llm_detokenize(self._llm, token) or b""
 
     def token_text(self, token: int, special: bool = True) -> str:
         """A token's text for log-probabilities (a lone byte of a character reads as
@@ -80,28 +103,32 @@ class CtModel:
         return self.piece(token).decode("utf-8", errors="replace")
 
     def is_eos(self, token: int) -> bool:
-        return bool(self._lib.ctransformers_llm_is_eos_token(self._llm, token))
+        with NATIVE_LOCK:
+            return bool(self._lib.ctransformers_llm_is_eos_token(self._llm, token))
 
     def reset(self) -> None:
-        self._lib.ctransformers_llm_reset(self._llm)
+        with NATIVE_LOCK:
+            self._lib.ctransformers_llm_reset(self._llm)
         self.n_past = 0
 
     def eval(self, tokens: Sequence[int]) -> None:
         if self.n_past + len(tokens) > self.n_ctx:
             raise BackendError("the sequence ran past the model's context")
         array = (ctypes.c_int * len(tokens))(*tokens)
-        ok = self._lib.ctransformers_llm_batch_eval(
-            self._llm, array, len(tokens), self.n_past, self._batch, self._threads
-        )
+        with NATIVE_LOCK:
+            ok = self._lib.ctransformers_llm_batch_eval(
+                self._llm, array, len(tokens), self.n_past, self._batch, self._threads
+            )
         if not ok:
             raise BackendError("ctransformers failed to evaluate the tokens")
         self.n_past += len(tokens)
 
     def logits(self) -> np.ndarray:
         """A copy of the last position's logits (the library's buffer is reused)."""
-        size = int(self._lib.ctransformers_llm_logits_size(self._llm))
-        data = self._lib.ctransformers_llm_logits_data(self._llm)
-        return np.ctypeslib.as_array(data, shape=(size,))[-self.n_vocab :].copy()
+        with NATIVE_LOCK:
+            size = int(self._lib.ctransformers_llm_logits_size(self._llm))
+            data = self._lib.ctransformers_llm_logits_data(self._llm)
+            return np.ctypeslib.as_array(data, shape=(size,))[-self.n_vocab :].copy()
 
     def sample(
         self,
@@ -116,8 +143,8 @@ class CtModel:
             top_k, temperature = 1, 1.0
         top_k = min(max(top_k, 1), self.n_vocab) if top_k > 0 else self.n_vocab
         last = (ctypes.c_int * len(last_tokens))(*last_tokens)
-        return int(
-            self._lib.ctransformers_llm_sample(
+        with NATIVE_LOCK:
+            token = self._lib.ctransformers_llm_sample(
                 self._llm,
                 last,
                 len(last_tokens),
@@ -127,4 +154,4 @@ class CtModel:
                 repetition_penalty,
                 seed,
             )
-        )
+        return int(token)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ NON_ASCII = "Grüße aus Köln — 你好, ünïcødé ✓ a b"
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     folder = tmp_path_factory.mktemp("ctransformers")
     gpt2 = write_gpt2_ggml(folder / "gpt2.bin")
+    gpt2_other = write_gpt2_ggml(folder / "gpt2-other.bin", seed=5)
     # wide enough that 1,500 tokens take seconds: a client leaving is noticed long before
     long = write_gpt2_ggml(folder / "gpt2-long.bin", n_embd=256, n_layer=4, n_ctx=2048, seed=3)
     llama = write_llama_spm(folder / "llama.gguf")
@@ -42,6 +44,14 @@ backend = "ctransformers"
 isolation = "none"
 [models.options]
 model_path = "{gpt2}"
+model_type = "gpt2"
+
+[[models]]
+id = "gpt2-in-process-2"
+backend = "ctransformers"
+isolation = "none"
+[models.options]
+model_path = "{gpt2_other}"
 model_type = "gpt2"
 
 [[models]]
@@ -127,6 +137,22 @@ def test_a_non_ascii_prompt_fifty_times_does_not_crash(gateway: GatewayProcess) 
     assert httpx.get(f"{gateway.base_url}/health", timeout=30).status_code == 200
     after = {model: (w["pid"], w["restarts"]) for model, w in workers(gateway).items()}
     assert after == before and before["gpt2"][0] is not None
+
+
+def test_two_models_in_one_process_evaluate_in_turn(gateway: GatewayProcess) -> None:
+    # Two legacy-GGML models evaluating at once share the library's static scratch
+    # buffer (a segfault, or wrong text): the backend lets one evaluate at a time.
+    body = {"prompt": "Once upon a time", "max_tokens": 120, "temperature": 0}
+    models = ("gpt2-in-process", "gpt2-in-process-2")
+    alone = {m: complete(gateway, model=m, **body).json()["choices"][0]["text"] for m in models}
+    assert alone[models[0]] != alone[models[1]]
+    with ThreadPoolExecutor(4) as pool:
+        jobs = [pool.submit(complete, gateway, model=m, **body) for m in models * 2]
+        together = [job.result() for job in jobs]
+    assert gateway.returncode is None
+    for model, r in zip(models * 2, together, strict=True):
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["text"] == alone[model]
 
 
 def test_a_stop_string_across_tokens_is_held_back(gateway: GatewayProcess) -> None:
