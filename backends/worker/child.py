@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import socket
 import sys
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from backends.base import Admission, Backend, Finished, ModelInfo
 from backends.errors import BackendError
@@ -30,6 +33,41 @@ def die_with_parent(parent_pid: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(0)
+
+
+def configure_logging(model_id: str) -> None:
+    """One line per record as the gateway writes them (JSON unless stderr is a
+    terminal), each naming the model and this worker's pid."""
+    json_lines = not sys.stderr.isatty()
+    shared: list[Any] = [
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer = (
+        structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+    structlog.contextvars.bind_contextvars(worker_model=model_id, worker_pid=os.getpid())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                renderer,
+            ],
+        )
+    )
+    logging.getLogger().handlers[:] = [handler]
+    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _snapshot(admission: Admission) -> tuple[list[int | None], list[float | None]]:
@@ -58,6 +96,7 @@ class Worker:
 
     async def load(self, payload: tuple[str, str, dict[str, Any], str]) -> None:
         name, model_id, options, base_dir = payload
+        configure_logging(model_id)
         try:
             backend = load_backend_class(name).from_config(model_id, options, Path(base_dir))
             self.backend = backend
