@@ -169,6 +169,12 @@ def _one_of_as_any_of(node: Any) -> Any:
     out = {k: _one_of_as_any_of(v) for k, v in node.items() if k != "strict"}
     if "oneOf" in out and "anyOf" not in out:
         out["anyOf"] = out.pop("oneOf")
+    kinds = out.get("type")
+    if isinstance(kinds, list) and "anyOf" not in out:
+        # The converter drops a type list's other keywords (maxLength, items, ...):
+        # one branch per type keeps them.
+        rest = {k: v for k, v in out.items() if k != "type"}
+        return {"anyOf": [{**rest, "type": kind} for kind in kinds]}
     if "allOf" in out and len(out["allOf"]) == 1 and len(out) == 1:
         return out["allOf"][0]
     return out

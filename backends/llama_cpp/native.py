@@ -210,7 +210,8 @@ class Model:
         text of n bytes needs at least n / this many tokens. Computed once."""
         cached: int | None = getattr(self, "_max_token_bytes", None)
         if cached is None:
-            longest = max((len(self.piece(t, special=True)) for t in range(self.n_vocab)), default=1)
+            pieces = (len(self.piece(t, special=True)) for t in range(self.n_vocab))
+            longest = max(pieces, default=1)
             cached = self._max_token_bytes = max(1, longest)
         return cached
 

@@ -32,7 +32,7 @@ from backends.base import (
     ToolCall,
     ToolSpec,
 )
-from backends.llama_cpp.grammar import GrammarCache, constraint_schema
+from backends.llama_cpp.grammar import GrammarCache, check_schema, constraint_schema
 
 # Plain text for `auto`: anything that does not open a JSON object.
 _PLAIN_TEXT = "plain ::= ([^{ \\t\\n] [^\\x00]*)?\n"
@@ -94,10 +94,11 @@ def _parameters(tool: ToolSpec) -> Mapping[str, Any]:
 
 
 def _call_schema(tools: tuple[ToolSpec, ...], cache: GrammarCache, vocab: Any) -> dict[str, Any]:
-    options = []
+    # Each tool's parameters are checked alone first, so that a refusal names it.
     for i, tool in enumerate(tools):
-        # Each tool's parameters are checked alone first, so that a refusal names it.
-        cache.grammar(_parameters(tool), f"tools[{i}].function.parameters", vocab)
+        check_schema(_parameters(tool), f"tools[{i}].function.parameters")
+    options = []
+    for tool in tools:
         options.append(
             {
                 "type": "object",

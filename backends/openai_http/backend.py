@@ -103,6 +103,7 @@ class OpenAIHTTPBackend(Backend):
             logprobs=self.opts.logprobs,
             echo=self.opts.echo,
             suffix=self.opts.suffix,
+            features=frozenset({"response_format"} if self.opts.response_format else ()),
         )
 
     def info(self) -> ModelInfo:

@@ -39,6 +39,7 @@ KNOWN_KEYS = {
     "logprobs",
     "echo",
     "suffix",
+    "response_format",
     "max_response_bytes",
     "max_event_bytes",
 }
@@ -80,6 +81,7 @@ class OpenAIHTTPOptions:
     logprobs: bool = False
     echo: bool = False
     suffix: bool = False
+    response_format: bool = False  # structured output (json_object, json_schema)
     max_response_bytes: int = 16 * 1024 * 1024  # a whole (non-SSE) response body
     max_event_bytes: int = 4 * 1024 * 1024  # one server-sent event
 
@@ -119,7 +121,7 @@ def parse_options(options: Mapping[str, Any]) -> OpenAIHTTPOptions:
     ):
         if key in options:
             values[key] = integer(options, key, low)
-    for key in ("token_prompts", "stream_usage", "logprobs", "echo", "suffix"):
+    for key in ("token_prompts", "stream_usage", "logprobs", "echo", "suffix", "response_format"):
         if key in options:
             if not isinstance(options[key], bool):
                 raise ConfigError(f"{key} must be true or false", key)

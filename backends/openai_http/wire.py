@@ -7,7 +7,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from backends.base import FinishReason, GenerationRequest, SamplingParams, TokenLogprob, Usage
+from backends.base import (
+    FinishReason,
+    GenerationRequest,
+    OutputConstraint,
+    SamplingParams,
+    TokenLogprob,
+    Usage,
+)
 from backends.openai_http.logprobs import chat_logprobs, legacy_logprobs
 
 FINISH_REASONS: dict[str, FinishReason] = {
@@ -45,11 +52,22 @@ def build_body(
         body["echo"] = True
     if request.suffix is not None:
         body["suffix"] = request.suffix
+    if request.constraint is not None:  # only when the options say the upstream can
+        body["response_format"] = response_format(request.constraint)
     if stream:
         body["stream"] = True
         if include_usage:
             body["stream_options"] = {"include_usage": True}
     return body
+
+
+def response_format(constraint: OutputConstraint) -> dict[str, Any]:
+    if constraint.kind == "json_object":
+        return {"type": "json_object"}
+    spec: dict[str, Any] = {"name": constraint.name or "output", "schema": constraint.schema}
+    if constraint.strict:
+        spec["strict"] = True
+    return {"type": "json_schema", "json_schema": spec}
 
 
 def sampling_fields(params: SamplingParams) -> dict[str, Any]:

@@ -52,7 +52,8 @@ class Encoder(Protocol):
     def response(self, outcomes: list[ChoiceOutcome], usage: Usage) -> dict[str, Any]: ...
     def opening(self, index: int) -> list[dict[str, Any]]: ...
     def delta(self, index: int, event: TextDelta) -> dict[str, Any] | None: ...
-    def finish(self, index: int, event: Finished) -> dict[str, Any]: ...
+    # one chunk, or several (a chat's tool calls come in a chunk before the last one)
+    def finish(self, index: int, event: Finished) -> dict[str, Any] | list[dict[str, Any]]: ...
     def usage_chunk(self, usage: Usage) -> dict[str, Any]: ...
 
 
@@ -194,7 +195,9 @@ async def _sse(
                         yield frame(chunk)
                 else:
                     usages[index] = event.usage
-                    yield frame(encoder.finish(index, event))
+                    last = encoder.finish(index, event)
+                    for chunk in last if isinstance(last, list) else [last]:
+                        yield frame(chunk)
     except Exception as exc:
         # Headers are gone; the OpenAI SDK raises on an `error` object in the stream.
         error = unavailable() or to_api_error(exc)

@@ -320,14 +320,13 @@ class ChatEncoder:
             return None
         return self._chunk(index, {"content": event.text}, logprobs, None)
 
-    def finish(self, index: int, event: Finished) -> dict[str, Any]:
-        # A tool call comes whole, in the last chunk of its choice.
-        delta = (
-            {"tool_calls": structured.tool_calls_json(event.tool_calls, with_index=True)}
-            if event.tool_calls
-            else {}
-        )
-        return self._chunk(index, delta, None, event.finish_reason)
+    def finish(self, index: int, event: Finished) -> dict[str, Any] | list[dict[str, Any]]:
+        last = self._chunk(index, {}, None, event.finish_reason)
+        if not event.tool_calls:
+            return last
+        # As OpenAI streams them: the calls in a chunk of their own, then the finish.
+        calls = structured.tool_calls_json(event.tool_calls, with_index=True)
+        return [self._chunk(index, {"tool_calls": calls}, None, None), last]
 
     def usage_chunk(self, usage: Usage) -> dict[str, Any]:
         body = self._envelope("chat.completion.chunk", [])

@@ -62,13 +62,18 @@ REFUSED_CHAT = [
 ]
 
 
+# A tool_choice that names or requires a tool is only valid beside tools (as at OpenAI).
+WITH = {"tool_choice": {"tools": [TOOL]}}
+
+
 @pytest.mark.parametrize(("field", "value", "feature"), REFUSED_CHAT)
 async def test_chat_fields_that_cannot_be_honoured_are_400(
     field: str, value: Any, feature: str
 ) -> None:
-    response, backend = await post("/v1/chat/completions", {field: value})
-    error = assert_envelope(response, 400, param=field, code="unsupported_parameter")
-    assert f"'{field}'" in error["message"]
+    response, backend = await post("/v1/chat/completions", {field: value, **WITH.get(field, {})})
+    param = "tools" if field in WITH else field  # the first field that asks is named
+    error = assert_envelope(response, 400, param=param, code="unsupported_parameter")
+    assert f"'{param}'" in error["message"]
     assert not backend.calls.requests
 
 
@@ -77,7 +82,8 @@ async def test_a_backend_that_declares_the_feature_gets_the_request(
     field: str, value: Any, feature: str
 ) -> None:
     caps = Capabilities(chat_template=True, features=frozenset({feature}))
-    response, backend = await post("/v1/chat/completions", {field: value}, caps)
+    fields = {field: value, **WITH.get(field, {})}
+    response, backend = await post("/v1/chat/completions", fields, caps)
     assert response.status_code == 200, response.text
     assert len(backend.calls.requests) == 1
 
