@@ -240,7 +240,10 @@ class ProcessBackend(Backend):
 
     def health(self) -> Health:
         if self.state == "ready" and self.conn is not None and self.conn.alive:
-            return self.conn.health or Health()
+            health = self.conn.health or Health()
+            if health.state == "failed":  # the worker is about to be restarted: not for good
+                return Health("unavailable", f"the model's worker is restarting ({health.reason})")
+            return health
         if self.state == "failed":
             return Health("failed", self.reason)
         return Health("unavailable", self._unavailable_reason())

@@ -152,3 +152,29 @@ def test_no_worker_outlives_a_gateway_killed_with_sigkill(tmp_path: Path) -> Non
         proc._proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         poll(lambda: all(process_gone(pid) for pid in pids), "the workers to die", 30)
+
+
+@pytest.mark.slow
+def test_a_worker_whose_engine_fails_is_restarted_not_failed_for_good(tmp_path: Path) -> None:
+    (tmp_path / "gateway.toml").write_text(
+        '[[models]]\nid = "w"\nbackend = "misbehaving"\n'
+        "[models.options]\nengine_fails_after = 1\n"
+        "[models.worker]\nheartbeat_timeout = 1\nrestart_backoff_initial = 0.2\n"
+    )
+    proc = GatewayProcess(tmp_path / "gateway.toml", tmp_path / "log", env=plugin_env(tmp_path))
+    with proc:
+        first = backends(proc.base_url)["w"]["worker"]
+        body = {"model": "w", "prompt": "Hi"}
+        assert httpx.post(f"{proc.base_url}/v1/completions", json=body).status_code == 200
+        poll(
+            lambda: (
+                backends(proc.base_url)["w"]["worker"]["restarts"] == 1
+                and backends(proc.base_url)["w"]["worker"]["state"] == "ready"
+            ),
+            "the worker to be replaced",
+        )
+        entry = backends(proc.base_url)["w"]
+        assert entry["state"] == "ready" and entry["worker"]["pid"] != first["pid"]
+        assert entry["worker"]["last_exit"] == "SIGKILL"
+        assert httpx.get(f"{proc.base_url}/ready").status_code == 200
+        assert httpx.post(f"{proc.base_url}/v1/completions", json=body).status_code == 200
