@@ -51,13 +51,14 @@ KNOWN_ERRORS: dict[str, type[BaseException]] = {
 
 
 def encode_error(exc: BaseException) -> tuple[str, str, dict[str, Any]]:
-    """A backend error as data; anything else becomes a BackendError naming only its type
-    (its text may hold a path)."""
-    name = type(exc).__name__
-    if KNOWN_ERRORS.get(name) is type(exc):
-        attrs = {k: v for k, v in vars(exc).items() if isinstance(v, str | int | float | None)}
-        return name, str(exc), attrs
-    return "BackendError", f"the backend failed ({name})", {}
+    """A backend error as data, as its nearest `backends.errors` class (a backend's own
+    subclass of InvalidRequest stays a 400); anything else becomes a BackendError naming
+    only its type (its text may hold a path)."""
+    for cls in type(exc).__mro__:
+        if KNOWN_ERRORS.get(cls.__name__) is cls:
+            attrs = {k: v for k, v in vars(exc).items() if isinstance(v, str | int | float | None)}
+            return cls.__name__, str(exc), attrs
+    return "BackendError", f"the backend failed ({type(exc).__name__})", {}
 
 
 def decode_error(data: tuple[str, str, dict[str, Any]]) -> BaseException:

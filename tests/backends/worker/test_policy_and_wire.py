@@ -98,3 +98,12 @@ def test_isolation_config_errors_name_the_key(
 def test_a_bad_option_fails_in_the_gateway_before_any_worker_starts(tmp_path: Path) -> None:
     with pytest.raises(ConfigFileError, match=r"options\.model_path"):
         registry_for('isolation = "process"', tmp_path / "missing.gguf")
+
+
+def test_a_backend_s_own_error_class_crosses_as_its_nearest_known_class() -> None:
+    class TemplateRefused(errors.InvalidRequest):
+        pass
+
+    got = wire.decode_error(wire.encode_error(TemplateRefused("no system role", "messages")))
+    assert type(got) is errors.InvalidRequest
+    assert (str(got), got.param) == ("no system role", "messages")
