@@ -27,8 +27,22 @@ class InvalidRequest(Exception):
 
 
 class ContextLengthExceeded(InvalidRequest):
-    def __init__(self, prompt_tokens: int, max_tokens: int | None, limit: int) -> None:
-        if max_tokens:
+    def __init__(
+        self, prompt_tokens: int, max_tokens: int | None, limit: int, at_least: bool = False
+    ) -> None:
+        if at_least and max_tokens:  # known from the text's size alone, before tokenising
+            message = (
+                f"This model's maximum context length is {limit} tokens, however you "
+                f"requested at least {prompt_tokens + max_tokens} tokens (at least "
+                f"{prompt_tokens} in your prompt; {max_tokens} for the completion). Please "
+                "reduce your prompt; or completion length."
+            )
+        elif at_least:
+            message = (
+                f"This model's maximum context length is {limit} tokens, however your "
+                f"prompt has at least {prompt_tokens} tokens. Please reduce your prompt."
+            )
+        elif max_tokens:
             message = (
                 f"This model's maximum context length is {limit} tokens, however you "
                 f"requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in your "

@@ -32,7 +32,7 @@ from backends.llama_cpp.engine import Engine
 from backends.llama_cpp.grammar import GrammarCache
 from backends.llama_cpp.options import LlamaCppOptions, parse_options
 from backends.llama_cpp.preflight import preflight
-from backends.llama_cpp.prompts import build_prompt
+from backends.llama_cpp.prompts import build_prompt, tokens_at_least
 from backends.llama_cpp.sequence import Sequence, Ticket
 from backends.llama_cpp.source import resolve_model_file
 from backends.llama_cpp.template_guard import RenderLimits
@@ -77,6 +77,7 @@ class LlamaCppBackend(Backend):
     def _load_blocking(self) -> None:
         started = time.perf_counter()
         model = native.Model(self.model_file, self.n_gpu_layers)
+        model.max_token_bytes()  # computed once here, off the event loop
         n_ctx = self.opts.n_ctx
         if model.n_ctx_train and n_ctx > model.n_ctx_train:
             log.warning(
@@ -199,6 +200,14 @@ class LlamaCppBackend(Backend):
         # schema outside the supported subset), before anything is queued.
         plan = await asyncio.to_thread(structured.plan, request, self._grammars, model.vocab)
         request = plan.request
+        # Text that surely needs more tokens than the context holds is refused before it
+        # is tokenised: llama.cpp's special-token pass is quadratic in the markup.
+        at_least = tokens_at_least(model, request)
+        wanted = at_least + (request.params.max_tokens or 0)
+        if at_least and (at_least >= self._n_ctx or wanted > self._n_ctx):
+            raise ContextLengthExceeded(
+                at_least, request.params.max_tokens, self._n_ctx, at_least=True
+            )
         # Rendering and tokenising grow with the prompt, and llama.cpp's special-token
         # pass grows with the square of the markup in it (each match walks its
         # fragment list from the head): never on the event loop.

@@ -40,8 +40,8 @@ def build_prompt(
         return _fill_in_the_middle(model, request, model_id, room)
     if isinstance(request.prompt, str):
         tokens = model.tokenize(request.prompt, add_special=True, parse_special=True)
-        bare = model.tokenize(request.prompt, add_special=False, parse_special=True)
-        echo_from = len(tokens) - len(bare) if tokens[-len(bare) :] == bare or not bare else 0
+        # A BOS the vocabulary adds is not part of the echoed text.
+        echo_from = 1 if model.add_bos and tokens[:1] == [model.bos] else 0
         prompt = PromptTokens(tokens, request.prompt, echo_from)
     else:
         bad = next((t for t in request.prompt if not 0 <= t < model.n_vocab), None)
@@ -57,6 +57,18 @@ def build_prompt(
         start = model.bos if model.bos >= 0 else model.eos
         return PromptTokens([start], prompt.echo_text, 1)
     return prompt
+
+
+def tokens_at_least(model: Model, request: GenerationRequest) -> int:
+    """A lower bound of the prompt's tokens from its text's size alone (no token stands
+    for more than `max_token_bytes` bytes), cheap enough for the event loop."""
+    texts = [m.content for m in request.messages]
+    if isinstance(request.prompt, str):
+        texts.append(request.prompt)
+    if request.suffix:
+        texts.append(request.suffix)
+    n_bytes = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+    return n_bytes // model.max_token_bytes()
 
 
 def chat_tokens(model: Model, request: GenerationRequest, template: ChatTemplate) -> list[int]:

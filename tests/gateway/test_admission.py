@@ -200,12 +200,28 @@ def test_a_request_cancelled_before_its_answer_is_logged(gateway: GatewayProcess
     wait_idle(gateway)
 
 
-def test_tokenising_a_huge_prompt_leaves_the_event_loop_free(gateway: GatewayProcess) -> None:
-    """llama.cpp's special-token pass is quadratic in the markup: this prompt takes
-    seconds to tokenise. /health must answer in under 50 ms (p99) all along."""
+def test_a_prompt_too_long_by_its_size_is_refused_before_tokenising(
+    gateway: GatewayProcess,
+) -> None:
+    """546 KiB of special-token markup needs at least 546 KiB / (the longest token's
+    bytes) tokens, more than the context holds: refused at once, without the seconds
+    llama.cpp's quadratic special-token pass would take."""
     wait_idle(gateway)
     attack = {"model": SMOL_ID, "prompt": "<|im_start|>x\n" * 40000, "max_tokens": 1}
-    assert len(attack["prompt"]) == 560_000  # 546 KiB
+    assert len(attack["prompt"]) == 560_000
+    before = stats(gateway)["steps"]
+    r = httpx.post(f"{gateway.base_url}/v1/completions", json=attack, timeout=300)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    assert "at least" in r.json()["error"]["message"]
+    assert stats(gateway)["steps"] == before
+
+
+def test_tokenising_a_huge_prompt_leaves_the_event_loop_free(gateway: GatewayProcess) -> None:
+    """llama.cpp's special-token pass is quadratic in the markup: this prompt (small
+    enough to pass the size check) takes about a second to tokenise. /health must
+    answer in under 50 ms (p99) all along."""
+    wait_idle(gateway)
+    attack = {"model": SMOL_ID, "prompt": "<|im_start|>x\n" * 11000, "max_tokens": 1}
     outcome: dict[str, httpx.Response] = {}
 
     def send() -> None:
