@@ -137,10 +137,11 @@ class ProcessBackend(Backend):
             except WorkerLost:
                 pass
             except Exception as exc:  # a clean load error from the worker
-                if self._resolve_first(exc):
-                    await conn.close(5)
-                    watchdog.cancel()
+                if self._first_load is not None and not self._first_load.done():
                     self.state, self.reason = "failed", str(exc)
+                    watchdog.cancel()
+                    await conn.close(5)
+                    self._resolve_first(exc)
                     return
                 self.reason = str(exc)
                 await conn.close(5)

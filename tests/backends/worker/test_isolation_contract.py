@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from backends.base import Backend, Finished, GenerationRequest, SamplingParams, TextDelta
-from backends.errors import ContextLengthExceeded, Overloaded
+from backends.errors import BackendError, ContextLengthExceeded, Overloaded
 from backends.llama_cpp import LlamaCppBackend
 from backends.worker import ProcessBackend
 
@@ -108,5 +108,28 @@ def test_closing_a_stream_stops_its_generation(isolation: str, smollm2_path: Pat
             await events.aclose()  # type: ignore[attr-defined]
             stats = await stats_when(backend, lambda s: s.get("busy") == 0)
             assert stats["steps"] < 1000, stats  # stopped, not run to its 1900 tokens
+
+    asyncio.run(main())
+
+
+def test_a_load_error_in_the_worker_is_the_same_clean_error(
+    tiny_bloom_path: Path, tmp_path: Path
+) -> None:
+    """llama.cpp refuses the file inside the worker: load() raises what it said (the
+    file's name, not its folder), as in-process, and the worker is gone."""
+    from tests.backends.llama_cpp.test_model_file_checks import corrupt
+
+    bad = corrupt(tiny_bloom_path, tmp_path / "arch.gguf", "architecture")
+    backend = build("process", bad)
+    assert isinstance(backend, ProcessBackend)
+
+    async def main() -> None:
+        with pytest.raises(BackendError) as caught:
+            await backend.load()
+        assert "unknown model architecture: 'bl00m'" in str(caught.value)
+        assert str(tmp_path) not in str(caught.value)
+        status = backend.worker_status()
+        assert status["state"] == "failed" and status["pid"] is None
+        await backend.aclose()
 
     asyncio.run(main())
