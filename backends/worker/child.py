@@ -203,7 +203,10 @@ async def main_async(fd: int, heartbeat: float) -> None:
 def main(argv: list[str]) -> int:
     fd, parent_pid, heartbeat = int(argv[0]), int(argv[1]), float(argv[2])
     die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway shuts its workers down
+    # The gateway shuts its workers down after its requests drain: a Ctrl-C or a SIGTERM
+    # sent to the whole process group (systemd, a terminal) must not cut them short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     asyncio.run(main_async(fd, heartbeat))
     return 0
 

@@ -173,3 +173,39 @@ def test_a_worker_killed_under_a_non_streaming_request_answers_503(
     assert answers, "the request never answered"
     assert_crash_503(answers[0])
     assert_back(gateway, before["pid"], before["restarts"])
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_gateway_and_its_worker_drains_the_stream(
+    tmp_path: Path, tiny_bloom_path: Path
+) -> None:
+    """SIGTERM sent to every process of the group (as systemd does): the worker waits
+    for the gateway, which finishes the stream, closes its worker and exits 0."""
+    (tmp_path / "gateway.toml").write_text(config(tiny_bloom_path))
+    proc = GatewayProcess(tmp_path / "gateway.toml", tmp_path / "gateway.log").start()
+    try:
+        pid = worker(proc.base_url)["pid"]
+        with (
+            httpx.Client(base_url=proc.base_url, timeout=60) as client,
+            client.stream("POST", "/v1/completions", json=body(SMOL, True, 48)) as stream,
+        ):
+            events = sse_payloads(stream.iter_lines())
+            assert "choices" in json.loads(next(events))
+            assert proc._proc is not None
+            os.kill(pid, signal.SIGTERM)
+            proc._proc.send_signal(signal.SIGTERM)
+            rest = list(events)
+        assert rest[-1] == "[DONE]", rest[-3:]
+        assert json.loads(rest[-2])["choices"][0]["finish_reason"] == "length"
+        assert proc.wait(60) == 0
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or zombie(pid), "the worker's exit")
+    finally:
+        proc.stop()
+
+
+def zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
