@@ -217,7 +217,7 @@ class LlamaCppBackend(Backend):
             request,
             self._template,
             self.model_id,
-            self._n_ctx - (request.params.max_tokens or 0),
+            self._prompt_room(request),
         )
         tokens, params = prompt.tokens, request.params
         if on_prompt is not None:
@@ -264,8 +264,15 @@ class LlamaCppBackend(Backend):
         """The exact token ids a request puts before the model (for tests and tools)."""
         if self._model is None:
             raise BackendError(f"model {self.model_id!r} is not loaded")
-        room = self._n_ctx - (request.params.max_tokens or 0)
+        room = self._prompt_room(request)
         return build_prompt(self._model, request, self._template, self.model_id, room).tokens
+
+    def _prompt_room(self, request: GenerationRequest) -> int:
+        """The tokens a prompt may take: the context less the tokens to generate (a
+        quarter of it without a limit, and at least one), so that repository context
+        for fill-in-the-middle is cut to leave that room."""
+        wanted = request.params.max_tokens
+        return self._n_ctx - max(1, self._n_ctx // 4 if wanted is None else wanted)
 
     # -- tokenizer ----------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from backends.base import GenerationRequest, SamplingParams
+from backends.base import Finished, GenerationRequest, SamplingParams
 from backends.llama_cpp import LlamaCppBackend
 from backends.llama_cpp.prompts import SNIPPET_SEPARATOR
 from tests.support.ggufgen import write_bloom
@@ -83,3 +83,26 @@ def test_context_that_does_not_fit_loses_its_oldest_tokens(tmp_path: Path) -> No
         assert tokens[: -len(core)] == whole[len(whole) - (len(tokens) - len(core)) :]
 
     _layout(path, request, check)
+
+
+def test_a_warm_up_with_much_context_still_fits(tmp_path: Path) -> None:
+    """llama.vscode's warm-up asks for no tokens; the prompt still leaves room for one
+    (a prompt that fills the whole context is refused)."""
+    path = write_bloom(tmp_path / "fim.gguf", fim=True)
+    files = tuple((f"f{i}.py", "abcdefgh " * 40) for i in range(12))
+    request = GenerationRequest(
+        PREFIX, SamplingParams(max_tokens=0), suffix=SUFFIX, context_files=files
+    )
+
+    def check(tokens: list[int], core: list[int], tok: Tok, n_ctx: int) -> None:
+        assert len(tokens) == n_ctx - 1
+
+    _layout(path, request, check)
+
+    async def generate() -> None:
+        opts = {"model_path": str(path), "threads": 1}
+        async with LlamaCppBackend.from_config("fim", opts, path.parent) as backend:
+            events = [e async for e in backend.generate(request)]
+        assert isinstance(events[-1], Finished) and events[-1].usage.completion_tokens == 0
+
+    asyncio.run(generate())
