@@ -135,7 +135,7 @@ class ProcessBackend(Backend):
             try:
                 await self._start(conn)
             except WorkerLost:
-                pass
+                why = None
             except Exception as exc:  # a clean load error from the worker
                 if self._first_load is not None and not self._first_load.done():
                     self.state, self.reason = "failed", str(exc)
@@ -143,16 +143,20 @@ class ProcessBackend(Backend):
                     await conn.close(5)
                     self._resolve_first(exc)
                     return
-                self.reason = str(exc)
+                log.error("worker reload failed", model=self.model_id, error=str(exc))
+                # a ConfigError's text names files: say only which option
+                what = f"options.{exc.key}" if isinstance(exc, ConfigError) else str(exc)
+                why = f"its reload failed: {what}"
                 await conn.close(5)
             else:
+                why = None
                 await conn.lost.wait()
             watchdog.cancel()
             code = await conn.proc.wait()
             await conn.pump
             if self._closing:
                 return
-            self._crashed(code)
+            self._crashed(code, why)
             self._resolve_first(None)
             delay = (self.next_attempt or time.time()) - time.time()
             await asyncio.sleep(max(0.0, delay))
@@ -200,14 +204,14 @@ class ProcessBackend(Backend):
                 conn.kill()
                 return
 
-    def _crashed(self, returncode: int) -> None:
+    def _crashed(self, returncode: int, why: str | None) -> None:
         self.last_exit = describe_exit(returncode)
         up = self.up_since if self.state == "ready" else None
         gave_up, delay = self.policy.crashed(time.monotonic(), up)
         self.up_since = None
         self.next_attempt = time.time() + delay
         self.state = "crashed" if gave_up else "restarting"
-        self.reason = f"its worker process stopped ({self.last_exit})"
+        self.reason = why or f"its worker process stopped ({self.last_exit})"
         log.error(
             "worker stopped",
             model=self.model_id,

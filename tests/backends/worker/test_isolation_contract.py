@@ -6,6 +6,8 @@ before the first event, and cancellation that reaches the engine."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -131,5 +133,44 @@ def test_a_load_error_in_the_worker_is_the_same_clean_error(
         status = backend.worker_status()
         assert status["state"] == "failed" and status["pid"] is None
         await backend.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_failed_reload_keeps_restarting_and_says_why_without_paths(
+    tiny_bloom_path: Path, tmp_path: Path
+) -> None:
+    model = tmp_path / "secret-folder" / "m.gguf"
+    model.parent.mkdir()
+    model.write_bytes(tiny_bloom_path.read_bytes())
+    spec = {
+        "backend": "llama_cpp",
+        "options": {"model_path": str(model), "n_ctx": 128},
+        "worker": {"restart_backoff_initial": 0.1, "restart_backoff_max": 0.2},
+    }
+    backend = ProcessBackend.from_config("m", spec, tmp_path)
+
+    async def until(predicate: Any, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not predicate():
+            assert time.monotonic() < deadline, f"{what}: {backend.worker_status()}"
+            await asyncio.sleep(0.02)
+
+    async def main() -> None:
+        async with backend:
+            pid = backend.worker_status()["pid"]
+            hidden = model.with_suffix(".moved")
+            model.rename(hidden)
+            os.kill(pid, signal.SIGKILL)
+            await until(lambda: "reload failed" in (backend.reason or ""), "a failed reload")
+            health = backend.health()
+            assert health.state == "unavailable" and "secret-folder" not in (health.reason or "")
+            with pytest.raises(Exception) as caught:
+                await collect(backend.generate(greedy("x")))
+            assert "secret-folder" not in str(caught.value)
+            hidden.rename(model)
+            await until(lambda: backend.worker_status()["state"] == "ready", "the model's return")
+            _, finished = await collect(backend.generate(greedy("x", max_tokens=3)))
+            assert finished.usage.completion_tokens == 3
 
     asyncio.run(main())
