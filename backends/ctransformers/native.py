@@ -58,7 +58,13 @@ class CtModel:
     ) -> None:
         from ctransformers.llm import Config, load_library
 
-        self._lib = load_library(lib, gpu=gpu_layers > 0)
+        try:
+            self._lib = load_library(lib, gpu=gpu_layers > 0)
+        except OSError as exc:  # no such build for this machine, or CUDA missing
+            raise BackendError(
+                f"ctransformers' {lib!r} library cannot be loaded here "
+                f'({type(exc).__name__}); try lib = "basic"'
+            ) from exc
         config = Config(
             batch_size=batch_size,
             threads=threads,

@@ -89,3 +89,13 @@ def test_model_type_is_required(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="model_type is required") as caught:
         parse_options({"model_path": "m.bin"}, tmp_path)
     assert caught.value.key == "model_type"
+
+
+def test_a_library_build_that_cannot_load_here_is_a_clean_backend_error(tmp_path: Path) -> None:
+    # (no model is created: loading a shared library that is not there cannot crash)
+    from backends.ctransformers.native import CtModel
+    from backends.errors import BackendError
+
+    gpt2 = write_gpt2_ggml(tmp_path / "g.bin")
+    with pytest.raises(BackendError, match=r'cannot be loaded here.*lib = "basic"'):
+        CtModel(gpt2, "gpt2", str(tmp_path / "no-such-build.so"), 1, 8, None, 0)
