@@ -37,7 +37,7 @@ n_ctx = 512
 parallel = 2
 threads = 1
 [models.worker]
-restart_backoff_initial = 2
+restart_backoff_initial = 3
 stable_after = 1
 heartbeat_timeout = 5
 
@@ -149,6 +149,9 @@ def test_a_worker_killed_mid_stream_ends_the_stream_cleanly_and_comes_back(
         assert status["next_attempt"] > time.time() - 5
         assert client.get("/ready").status_code == 503
         assert client.get("/ready", params={"model": BLOOM}).status_code == 200
+        metrics = client.get("/metrics").text
+        assert f'gateway_backend_up{{model="{SMOL}"}} 0.0' in metrics
+        assert f'gateway_backend_up{{model="{BLOOM}"}} 1.0' in metrics
         assert client.post("/v1/completions", json=body(BLOOM, False, 4)).status_code == 200
     assert_back(gateway, before["pid"], before["restarts"])
 
