@@ -88,10 +88,15 @@ class Worker:
 
     async def beat(self) -> None:
         while True:
-            if self.backend is None:
+            try:
+                if self.backend is None:
+                    self.send(wire.HEARTBEAT, 0, (None, {}))
+                else:
+                    stats = dict(self.backend.stats())
+                    self.send(wire.HEARTBEAT, 0, (self.backend.health(), stats))
+            except Exception:  # stats that cannot cross: the beat itself must go on
+                logging.getLogger("backends.worker").exception("heartbeat without stats")
                 self.send(wire.HEARTBEAT, 0, (None, {}))
-            else:
-                self.send(wire.HEARTBEAT, 0, (self.backend.health(), dict(self.backend.stats())))
             await asyncio.sleep(self.heartbeat)
 
     async def load(self, payload: tuple[str, str, dict[str, Any], str]) -> None:
