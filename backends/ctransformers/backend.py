@@ -36,7 +36,7 @@ from backends.base import (
 from backends.ctransformers.native import CtModel
 from backends.ctransformers.options import CTransformersOptions, parse_options
 from backends.ctransformers.preflight import check_model_file
-from backends.ctransformers.queue import OneAtATime, QueueAdmission, Ticket
+from backends.ctransformers.queue import OneAtATime, Progress, QueueAdmission, Ticket
 from backends.errors import BackendError, ContextLengthExceeded, InvalidRequest
 from backends.llama_cpp.chat_template import ChatTemplate
 from backends.llama_cpp.gguf_check import GGUFSummary, read_gguf
@@ -186,10 +186,10 @@ class CTransformersBackend(Backend):
         return QueueAdmission(self, self._queue, self._queue.reserve(count), self._generate)
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        return self._generate(request, None)
+        return self._generate(request, None, None)
 
     async def _generate(
-        self, request: GenerationRequest, ticket: Ticket | None
+        self, request: GenerationRequest, ticket: Ticket | None, progress: Progress | None
     ) -> AsyncIterator[GenerationEvent]:
         self._queue.start(ticket)  # Overloaded (429) before any event
         try:
@@ -198,8 +198,11 @@ class CTransformersBackend(Backend):
                 raise BackendError(f"model {self.model_id!r} is not loaded")
             _check_params(request.params)
             text = await self._prompt_text(request)
+            waiting = time.perf_counter()
             async with self._queue.turn():
-                async for event in self._run_one(model, request, text):
+                if progress is not None:
+                    progress.queue_seconds = time.perf_counter() - waiting
+                async for event in self._run_one(model, request, text, progress):
                     yield event
         finally:
             self._queue.done()
@@ -222,10 +225,12 @@ class CTransformersBackend(Backend):
         return await asyncio.to_thread(template.render, request.messages)
 
     async def _run_one(
-        self, model: CtModel, request: GenerationRequest, text: str
+        self, model: CtModel, request: GenerationRequest, text: str, progress: Progress | None
     ) -> AsyncIterator[GenerationEvent]:
         params = request.params
         tokens = await self._run(_start, model, text, self._add_bos)
+        if progress is not None:
+            progress.prompt_tokens = len(tokens)
         limit = model.n_ctx
         if len(tokens) >= limit or len(tokens) + (params.max_tokens or 0) > limit:
             raise ContextLengthExceeded(len(tokens), params.max_tokens, limit)

@@ -85,21 +85,40 @@ class OneAtATime:
             )
 
 
+class Progress:
+    """What one started sequence reports to its call's admission."""
+
+    def __init__(self) -> None:
+        self.prompt_tokens: int | None = None
+        self.queue_seconds: float | None = None
+
+
 class QueueAdmission(Admission):
     def __init__(
         self,
         backend: Backend,
         queue: OneAtATime,
         ticket: Ticket,
-        generate: Callable[[GenerationRequest, Ticket | None], AsyncIterator[GenerationEvent]],
+        generate: Callable[
+            [GenerationRequest, Ticket | None, Progress | None], AsyncIterator[GenerationEvent]
+        ],
     ) -> None:
         super().__init__(backend)
         self._queue = queue
         self._ticket = ticket
         self._generate = generate
+        self._progress: list[Progress] = []
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        return self._generate(request, self._ticket)
+        progress = Progress()
+        self._progress.append(progress)
+        return self._generate(request, self._ticket, progress)
 
     def release(self) -> None:
         self._queue.release(self._ticket)
+
+    def prompt_tokens(self) -> list[int | None]:
+        return [p.prompt_tokens for p in self._progress]
+
+    def queue_seconds(self) -> list[float | None]:
+        return [p.queue_seconds for p in self._progress]

@@ -4,6 +4,7 @@ pytest process: every test here talks to a gateway subprocess over loopback."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +53,14 @@ backend = "ctransformers"
 isolation = "none"
 [models.options]
 model_path = "{gpt2_other}"
+model_type = "gpt2"
+
+[[models]]
+id = "gpt2-wide"
+backend = "ctransformers"
+isolation = "none"
+[models.options]
+model_path = "{long}"
 model_type = "gpt2"
 
 [[models]]
@@ -247,6 +256,34 @@ def test_tokenize_non_ascii(gateway: GatewayProcess) -> None:
     assert len(tokens) == len(NON_ASCII.encode())  # one byte per token in this vocabulary
     back = httpx.post(f"{gateway.base_url}/detokenize", json={"model": "gpt2", "tokens": tokens})
     assert back.json()["content"] == NON_ASCII
+
+
+def access_line(gw: GatewayProcess, request_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while True:
+        for line in gw.logs().splitlines():
+            if request_id in line and '"gateway.access"' in line:
+                return json.loads(line)
+        assert time.monotonic() < deadline, "no access line"
+        time.sleep(0.05)
+
+
+def test_a_queued_request_reports_its_wait_and_prompt(gateway: GatewayProcess) -> None:
+    # in process, so that its stats are live (a worker's come with its heartbeats)
+    body = {"model": "gpt2-wide", "prompt": "Once", "max_tokens": 1500, "temperature": 0}
+    with httpx.stream(
+        "POST", f"{gateway.base_url}/v1/completions", json={**body, "stream": True}, timeout=120
+    ) as first:
+        lines = first.iter_lines()
+        assert any(next(lines).startswith("data: {") for _ in range(4))  # it holds the turn
+        with ThreadPoolExecutor(1) as pool:
+            second = pool.submit(complete, gateway, **{**body, "max_tokens": 2})
+            wait_stats(gateway, "gpt2-wide", lambda s: s["queued"] == 1)
+            first.close()  # the queued one runs once the first has stopped
+            r = second.result()
+    assert r.status_code == 200, r.text
+    line = access_line(gateway, r.headers["x-request-id"])
+    assert line["queue_ms"] > 0 and line["prompt_tokens"] == 4
 
 
 LONG = {"model": "gpt2-long", "prompt": "Once upon a time", "max_tokens": 1500, "temperature": 0}
