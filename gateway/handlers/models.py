@@ -55,7 +55,7 @@ async def list_backends(request: Request) -> Response:
             {
                 "model": model.id,
                 "backend": model.backend.name,
-                "state": model.state,
+                "state": model.current_state(),  # "unavailable" while it cannot serve
                 "error": model.error,
                 "details": dict(info.details) if info else {},
                 "stats": dict(model.backend.stats()) if info else {},

@@ -314,7 +314,10 @@ BACKENDS: Schema = {
                 "properties": {
                     "model": {"type": "string"},
                     "backend": {"type": "string"},
-                    "state": {"type": "string", "description": "loading, ready, failed, ..."},
+                    "state": {
+                        "type": "string",
+                        "description": "loading, ready, unavailable, failed",
+                    },
                     "error": nullable({"type": "string"}),
                     "details": {"type": "object"},
                     "stats": {"type": "object"},

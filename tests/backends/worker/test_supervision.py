@@ -144,7 +144,9 @@ def test_a_worker_killed_mid_stream_ends_the_stream_cleanly_and_comes_back(
         assert json.loads(other_rest[-2])["choices"][0]["finish_reason"] == "length"
         # while the worker restarts: a 503 with Retry-After, not ready, the exit shown
         assert_crash_503(client.post("/v1/completions", json=body(SMOL, False, 4)))
-        status = worker(base)
+        entry = backends(base)[SMOL]
+        assert entry["state"] == "unavailable"
+        status = entry["worker"]
         assert status["state"] == "restarting" and status["last_exit"] == sig.name
         assert status["next_attempt"] > time.time() - 5
         assert client.get("/ready").status_code == 503
