@@ -159,7 +159,7 @@ def test_a_worker_whose_engine_fails_is_restarted_not_failed_for_good(tmp_path: 
     (tmp_path / "gateway.toml").write_text(
         '[[models]]\nid = "w"\nbackend = "misbehaving"\n'
         "[models.options]\nengine_fails_after = 1\n"
-        "[models.worker]\nheartbeat_timeout = 1\nrestart_backoff_initial = 0.2\n"
+        "[models.worker]\nheartbeat_timeout = 5\nrestart_backoff_initial = 0.2\n"
     )
     proc = GatewayProcess(tmp_path / "gateway.toml", tmp_path / "log", env=plugin_env(tmp_path))
     with proc:

@@ -27,7 +27,7 @@ def build(isolation: str, path: Path, **options: Any) -> Backend:
     options = {"model_path": str(path), "threads": 1, **options}
     if isolation == "none":
         return LlamaCppBackend.from_config("m", options, Path("."))
-    spec = {"backend": "llama_cpp", "options": options, "worker": {"heartbeat_timeout": 1}}
+    spec = {"backend": "llama_cpp", "options": options, "worker": {"heartbeat_timeout": 5}}
     return ProcessBackend.from_config("m", spec, Path("."))
 
 
