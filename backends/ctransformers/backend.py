@@ -69,6 +69,8 @@ class CTransformersBackend(Backend):
         self._template_source: str | None = None
         self._gguf: GGUFSummary | None = None
         self._add_bos = False
+        self._bos_text: str | None = None
+        self._eos_text: str | None = None
         self._generated = 0  # tokens sampled since load (a cancelled one stops adding)
         self._details: dict[str, Any] = {"file": model_file.name, "model_type": opts.model_type}
 
@@ -93,12 +95,16 @@ class CTransformersBackend(Backend):
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"ctransformers-{self.model_id}")
         started = time.perf_counter()
         model = await self._run(self._load_blocking)
+        # the special tokens' texts, read once on the model's thread
+        self._bos_text, self._eos_text = await self._run(
+            lambda: (_text_of(model, model.bos), _text_of(model, model.eos))
+        )
         source = self.opts.chat_template or self._gguf_template()
         if source:
             self._template = ChatTemplate(
                 source,
-                model.token_text(model.bos) if 0 <= model.bos < model.n_vocab else "",
-                model.token_text(model.eos) if 0 <= model.eos < model.n_vocab else "",
+                self._bos_text or "",
+                self._eos_text or "",
                 RenderLimits(self.opts.template_timeout, self.opts.template_max_chars),
             )
             self._template_source = source
@@ -251,10 +257,10 @@ class CTransformersBackend(Backend):
         pending: int | None = None  # the last token, evaluated with the next step
         while produced < max_new:
             step_seed = (seed + produced * 7919) % SEED_MODULUS
-            token, logprob = await self._run(
+            token, is_eos, piece_bytes, logprob = await self._run(
                 _step, model, pending, history, params, step_seed, request.logprobs
             )
-            if model.is_eos(token):
+            if is_eos:
                 tail, _ = stops.feed(utf8.flush())
                 tail += stops.flush()
                 if tail:
@@ -265,7 +271,7 @@ class CTransformersBackend(Backend):
             self._generated += 1
             history.append(token)
             pending = token
-            piece, stopped = stops.feed(utf8.feed(model.piece(token)))
+            piece, stopped = stops.feed(utf8.feed(piece_bytes))
             lps = (logprob,) if logprob is not None else ()
             if piece or lps or not stopped:
                 yield TextDelta(piece, (token,), lps)
@@ -310,18 +316,18 @@ class CTransformersBackend(Backend):
 
     def tokenizer_info(self) -> TokenizerInfo:
         model = self._loaded()
-
-        def text(token: int) -> str | None:
-            return model.token_text(token) if 0 <= token < model.n_vocab else None
-
         return TokenizerInfo(
-            bos_token=text(model.bos),
-            eos_token=text(model.eos),
+            bos_token=self._bos_text,
+            eos_token=self._eos_text,
             add_bos_token=self._add_bos,
             chat_template=self._template_source,
             max_model_len=model.n_ctx,
             vocab_size=model.n_vocab,
         )
+
+
+def _text_of(model: CtModel, token: int) -> str | None:
+    return model.token_text(token) if 0 <= token < model.n_vocab else None
 
 
 def _read_gguf(path: Path) -> GGUFSummary | None:
@@ -358,9 +364,9 @@ def _step(
     params: SamplingParams,
     seed: int,
     n_logprobs: int | None,
-) -> tuple[int, TokenLogprob | None]:
+) -> tuple[int, bool, bytes, TokenLogprob | None]:
     """On the model's thread: evaluate the prompt (first step) or the last token, then
-    pick the next one."""
+    pick the next one: (token, whether it ends the text, its bytes, its log-prob)."""
     if pending is None:
         model.eval(history)
     else:
@@ -374,6 +380,8 @@ def _step(
         params.repeat_penalty,
         seed,
     )
+    is_eos, piece = model.is_eos(token), model.piece(token)
     if logits is None:
-        return token, None
-    return token, describe(model, logits, token, n_logprobs or 0)  # type: ignore[arg-type]
+        return token, is_eos, piece, None
+    logprob = describe(model, logits, token, n_logprobs or 0)  # type: ignore[arg-type]
+    return token, is_eos, piece, logprob
