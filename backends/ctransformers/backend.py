@@ -69,6 +69,7 @@ class CTransformersBackend(Backend):
         self._template_source: str | None = None
         self._gguf: GGUFSummary | None = None
         self._add_bos = False
+        self._n_ctx = 0
         self._bos_text: str | None = None
         self._eos_text: str | None = None
         self._generated = 0  # tokens sampled since load (a cancelled one stops adding)
@@ -109,13 +110,16 @@ class CTransformersBackend(Backend):
             )
             self._template_source = source
         self._model = model
+        # legacy GGML files keep their own context whatever context_length says: a
+        # smaller one is enforced here, a larger one cannot be
+        self._n_ctx = min(model.n_ctx, self.opts.context_length or model.n_ctx)
         # as ctransformers itself: a BOS before llama prompts, unless the GGUF says not
         declared = self._gguf.metadata.get("tokenizer.ggml.add_bos_token") if self._gguf else None
         self._add_bos = declared if isinstance(declared, bool) else model.architecture == "llama"
         self._details.update(
             size_bytes=self.model_file.stat().st_size,
             architecture=model.architecture,
-            n_ctx=model.n_ctx,
+            n_ctx=self._n_ctx,
             lib=self.opts.lib,
             threads=self.opts.threads,
             batch_size=self.opts.batch_size,
@@ -128,7 +132,7 @@ class CTransformersBackend(Backend):
             file=str(self.model_file),
             model_type=self.opts.model_type,
             load_seconds=round(time.perf_counter() - started, 2),
-            n_ctx=model.n_ctx,
+            n_ctx=self._n_ctx,
         )
 
     def _load_blocking(self) -> CtModel:
@@ -176,7 +180,7 @@ class CTransformersBackend(Backend):
             echo=False,  # it computes the last position's logits only: no prompt logprobs
             suffix=False,
             chat_template=self._template is not None,
-            max_context=model.n_ctx if model is not None else self.opts.context_length,
+            max_context=self._n_ctx if model is not None else self.opts.context_length,
             n_vocab=model.n_vocab if model is not None else None,
         )
 
@@ -237,7 +241,7 @@ class CTransformersBackend(Backend):
         tokens = await self._run(_start, model, text, self._add_bos)
         if progress is not None:
             progress.prompt_tokens = len(tokens)
-        limit = model.n_ctx
+        limit = self._n_ctx
         if len(tokens) >= limit or len(tokens) + (params.max_tokens or 0) > limit:
             raise ContextLengthExceeded(len(tokens), params.max_tokens, limit)
         if not tokens:
@@ -321,7 +325,7 @@ class CTransformersBackend(Backend):
             eos_token=self._eos_text,
             add_bos_token=self._add_bos,
             chat_template=self._template_source,
-            max_model_len=model.n_ctx,
+            max_model_len=self._n_ctx,
             vocab_size=model.n_vocab,
         )
 

@@ -64,6 +64,15 @@ model_path = "{long}"
 model_type = "gpt2"
 
 [[models]]
+id = "gpt2-short"
+backend = "ctransformers"
+isolation = "none"
+[models.options]
+model_path = "{gpt2}"
+model_type = "gpt2"
+context_length = 64
+
+[[models]]
 id = "gpt2-long"
 backend = "ctransformers"
 [models.options]
@@ -229,6 +238,9 @@ def test_the_context_caps_max_tokens(gateway: GatewayProcess) -> None:
     whole = complete(gateway, model="gpt2", prompt="x" * 200, max_tokens=None, temperature=0)
     usage = whole.json()["usage"]  # no max_tokens: up to the context, never past it
     assert usage["prompt_tokens"] == 200 and usage["total_tokens"] <= 256
+    # a context_length below a GGML file's own is enforced by the backend
+    short = complete(gateway, model="gpt2-short", prompt="x" * 60, max_tokens=8)
+    assert "maximum context length is 64 tokens" in assert_envelope(short, 400)["message"]
 
 
 def test_chat_goes_through_the_configured_template(gateway: GatewayProcess) -> None:
