@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from backends.base import Finished, GenerationEvent, TextDelta, Usage
 from gateway.generation import ChoiceStream
@@ -20,9 +20,35 @@ def stop_early(stream: ChoiceStream, seconds: float | None, n_indent: int) -> Ch
     is cut there, before that line's first other character, as llama.cpp cuts it).
     The generation is closed then (which frees its slot), also while it waits for
     its next token."""
-    return ChoiceStream(
-        stream.index, stream.first, _limited(stream, seconds, n_indent), stream.tally
-    )
+    if isinstance(stream.first, Finished):
+        return stream
+    rest = _Closing(_limited(stream, seconds, n_indent), stream.rest)
+    return ChoiceStream(stream.index, stream.first, rest, stream.tally)
+
+
+class _Closing:
+    """`events`, and closing it closes `source` too, also when `events` never started
+    (an async generator closed before its first step runs none of its code)."""
+
+    def __init__(
+        self, events: AsyncGenerator[GenerationEvent, None], source: AsyncIterator[GenerationEvent]
+    ) -> None:
+        self.events = events
+        self.source = source
+
+    def __aiter__(self) -> _Closing:
+        return self
+
+    async def __anext__(self) -> GenerationEvent:
+        return await anext(self.events)
+
+    async def aclose(self) -> None:
+        try:
+            await self.events.aclose()
+        finally:
+            close = getattr(self.source, "aclose", None)
+            if close is not None:
+                await close()
 
 
 def dedent_cut(text: str, n_indent: int, start: int = 0) -> int | None:

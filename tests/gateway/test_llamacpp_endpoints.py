@@ -5,14 +5,17 @@ stream's `data:` events, `t_max_predict_ms`, and refusals."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from backends.base import Capabilities
-from gateway.llamacpp.time_limit import dedent_cut
+from backends.base import Capabilities, GenerationEvent, TextDelta
+from gateway.generation import ChoiceStream
+from gateway.llamacpp.time_limit import dedent_cut, stop_early
 from tests.support.inprocess import Script, ScriptedBackend, asgi_client, scripted_app
 
 pytestmark = pytest.mark.anyio
@@ -250,3 +253,25 @@ async def test_n_indent_ends_the_completion_at_the_end_of_the_block(stream: bool
     assert final["stop"] is True and final["stop_type"] == "limit"
     assert final["timings"]["predicted_n"] == 4  # the token that crossed the line counts
     assert backend.calls.abandoned == [backend.calls.requests[0].request_id]
+
+
+async def test_a_stream_closed_after_its_first_event_closes_the_generation() -> None:
+    """A client that leaves after the first token: closing the limited stream must close
+    the backend's generation (which frees its slot), though the limit never started."""
+    closed = asyncio.Event()
+
+    async def generation() -> AsyncIterator[GenerationEvent]:
+        try:
+            yield TextDelta("a", (0,))
+            await asyncio.Event().wait()  # endless
+            yield TextDelta("b", (1,))
+        finally:
+            closed.set()
+
+    source = generation()
+    first = await anext(source)  # as open_choices primes every choice
+    stream = stop_early(ChoiceStream(0, first, source), 10.0, 4)
+    events = stream.events()
+    assert await anext(events) == first
+    await events.aclose()
+    assert closed.is_set()
