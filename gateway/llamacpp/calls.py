@@ -11,7 +11,7 @@ from backends.base import Capabilities, GenerationRequest, SamplingParams
 from gateway.errors import invalid
 from gateway.generation import ChoiceOutcome, ChoiceStream
 from gateway.limits import LimitsSettings
-from gateway.llamacpp.time_limit import stop_early
+from gateway.llamacpp.stopping import stop_early
 from gateway.openai import params as p
 from gateway.openai.common import check_vocabulary
 from gateway.openai.completions import parse_prompt
@@ -83,7 +83,7 @@ class NativeCall:
         return outcomes
 
     def limit_streams(self, streams: list[ChoiceStream]) -> list[ChoiceStream]:
-        """llama.cpp's `t_max_predict_ms` and `n_indent` (gateway/llamacpp/time_limit.py):
+        """llama.cpp's `t_max_predict_ms` and `n_indent` (gateway.llamacpp.stopping.py):
         the generation stops as if its token limit had been reached."""
         if self.t_max_predict_ms <= 0 and self.n_indent <= 0:
             return streams

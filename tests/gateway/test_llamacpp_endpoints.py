@@ -15,7 +15,7 @@ import pytest
 
 from backends.base import Capabilities, GenerationEvent, TextDelta
 from gateway.generation import ChoiceStream
-from gateway.llamacpp.time_limit import dedent_cut, stop_early
+from gateway.llamacpp.stopping import dedent_cut, stop_early
 from tests.support.inprocess import Script, ScriptedBackend, asgi_client, scripted_app
 
 pytestmark = pytest.mark.anyio
