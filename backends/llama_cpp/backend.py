@@ -160,7 +160,7 @@ class LlamaCppBackend(Backend):
             chat_template=self._template is not None,
             max_context=getattr(self, "_n_ctx", self.opts.n_ctx),
             n_vocab=model.n_vocab if model is not None else None,
-            features=frozenset({"response_format", "tools"}),
+            features=frozenset({"response_format", "tools", "fim_context"}),
         )
 
     def info(self) -> ModelInfo:

@@ -54,12 +54,6 @@ class NativeCall:
         return 1
 
     def check(self, caps: Capabilities) -> None:
-        refuse_unsupported(self.wanted, caps, self.model)
-        check_vocabulary(self.sampling, caps, self.model)
-        if self.stream and not caps.streaming:
-            raise invalid(f"Model '{self.model}' does not support streaming.", "stream")
-        if not isinstance(self.prompt, str) and not caps.token_prompts:
-            raise invalid(f"Model '{self.model}' does not accept prompts as token ids.", "prompt")
         if self.operation == "infill" and not caps.suffix:
             raise invalid(
                 f"Model '{self.model}' cannot fill in the middle: its GGUF declares no FIM "
@@ -67,6 +61,12 @@ class NativeCall:
                 "Editors section names one).",
                 "input_suffix",
             )
+        refuse_unsupported(self.wanted, caps, self.model)
+        check_vocabulary(self.sampling, caps, self.model)
+        if self.stream and not caps.streaming:
+            raise invalid(f"Model '{self.model}' does not support streaming.", "stream")
+        if not isinstance(self.prompt, str) and not caps.token_prompts:
+            raise invalid(f"Model '{self.model}' does not accept prompts as token ids.", "prompt")
 
     def requests(self, request_id: str) -> list[GenerationRequest]:
         return [
@@ -165,13 +165,17 @@ def parse_infill(body: p.Body, limits: LimitsSettings, default_model: str) -> Na
     chars = len(prefix) + len(prompt) + len(suffix) + sum(len(t) for _, t in files)
     if chars > limits.max_prompt_chars:
         raise _too_long(chars, limits)
+    common = _common(body, limits, default_model)
+    if files:  # laid out by the backend (GenerationRequest.context_files)
+        what = Wanted("fim_context", "input_extra", "repository context for fill-in-the-middle")
+        common["wanted"] = (*common["wanted"], what)  # type: ignore[misc]
     return NativeCall(
         operation="infill",
         prompt=prefix + prompt,
         suffix=suffix,
         context_files=files,
         n_indent=n_indent,
-        **_common(body, limits, default_model),  # type: ignore[arg-type]
+        **common,  # type: ignore[arg-type]
     )
 
 

@@ -20,7 +20,9 @@ from tests.support.inprocess import Script, ScriptedBackend, asgi_client, script
 
 pytestmark = pytest.mark.anyio
 
-FIM = Capabilities(suffix=True, chat_template=True, max_context=2048)
+FIM = Capabilities(
+    suffix=True, chat_template=True, max_context=2048, features=frozenset({"fim_context"})
+)
 
 # llama.vscode (src/llama-server.ts): a completion, then its warm-up of the next one
 VSCODE_INFILL = {
@@ -130,6 +132,22 @@ async def test_infill_on_a_model_without_fim_tokens_is_a_400_naming_the_field() 
     error = response.json()["error"]
     assert error["param"] == "input_suffix" and "FIM" in error["message"]
     assert backend.calls.requests == []
+
+
+async def test_input_extra_on_a_backend_that_cannot_lay_it_out_is_a_400() -> None:
+    """A FIM backend without repository context (a remote upstream's `suffix`) must not
+    drop the other files' chunks silently."""
+    caps = Capabilities(suffix=True, chat_template=True)
+    response, backend = await post(
+        "/infill", VSCODE_INFILL, ScriptedBackend("c", capabilities=caps)
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "input_extra"
+    assert backend.calls.requests == []
+    without, _ = await post(
+        "/infill", {**VSCODE_INFILL, "input_extra": []}, ScriptedBackend("c", capabilities=caps)
+    )
+    assert without.status_code == 200, without.text
 
 
 async def test_infill_bad_input_extra_is_a_400() -> None:
