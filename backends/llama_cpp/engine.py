@@ -28,7 +28,8 @@ from backends.base import (
 )
 from backends.errors import BackendError, Overloaded
 from backends.llama_cpp.logprobs import describe, token_text
-from backends.llama_cpp.native import Context, Model, Sampler, logits_row
+from backends.llama_cpp.native import Context, Model, logits_row
+from backends.llama_cpp.sampling import Sampler
 from backends.llama_cpp.sequence import Sequence, Ticket
 from backends.text import StopMatcher
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import importlib
-import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ from types import MappingProxyType, TracebackType
 import llama_cpp
 import numpy as np
 
-from backends.base import SamplingParams
 from backends.errors import BackendError
 from backends.llama_cpp.options import FlashAttn
 
@@ -305,71 +303,6 @@ class Context:
             llama_cpp.llama_batch_free(self._batch)
             llama_cpp.llama_free(self._ptr)
             self._ptr = None
-
-
-class Sampler:
-    """A per-sequence sampler chain built from the request's parameters."""
-
-    def __init__(self, model: Model, params: SamplingParams, grammar: str | None = None) -> None:
-        chain_params = llama_cpp.llama_sampler_chain_default_params()
-        chain_params.no_perf = True
-        self._ptr = llama_cpp.llama_sampler_chain_init(chain_params)
-        add = lambda s: llama_cpp.llama_sampler_chain_add(self._ptr, s)  # noqa: E731
-        if grammar is not None:
-            # First in the chain: every later sampler sees only the tokens the grammar
-            # allows (EOG once the grammar is complete), so greedy and top-k/top-p pick
-            # among valid tokens. The chain accepts each sampled token into it.
-            rule = llama_cpp.llama_sampler_init_grammar(model.vocab, grammar.encode(), b"root")
-            if not rule:
-                self.close()
-                raise BackendError("llama.cpp refused the output grammar")
-            add(rule)
-        if params.logit_bias:
-            # Under a grammar a ban is a large finite penalty, not -inf: were every
-            # token the grammar allows banned, llama.cpp would pick one it forbids and
-            # abort the process; this way the least bad allowed token is picked.
-            add(_logit_bias(model.n_vocab, params.logit_bias, exact_bans=grammar is None))
-        if params.presence_penalty or params.frequency_penalty or params.repeat_penalty != 1.0:
-            add(
-                llama_cpp.llama_sampler_init_penalties(
-                    model.n_vocab,
-                    64,
-                    params.repeat_penalty,
-                    params.frequency_penalty,
-                    params.presence_penalty,
-                )
-            )
-        if params.temperature <= 0:
-            add(llama_cpp.llama_sampler_init_greedy())
-            return
-        if params.top_k > 0:
-            add(llama_cpp.llama_sampler_init_top_k(params.top_k))
-        if params.top_p < 1.0:
-            add(llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
-        if params.min_p > 0.0:
-            add(llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
-        add(llama_cpp.llama_sampler_init_temp(params.temperature))
-        seed = params.seed if params.seed is not None else random.getrandbits(32)
-        add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-
-    def sample(self, ctx: Context, batch_index: int) -> int:
-        return int(llama_cpp.llama_sampler_sample(self._ptr, ctx.ptr, batch_index))
-
-    def close(self) -> None:
-        if self._ptr:
-            llama_cpp.llama_sampler_free(self._ptr)
-            self._ptr = None
-
-
-def _logit_bias(
-    n_vocab: int, bias: Mapping[int, float], exact_bans: bool = True
-) -> llama_cpp.llama_sampler_p:
-    arr = (llama_cpp.llama_logit_bias * len(bias))()
-    for i, (token, value) in enumerate(bias.items()):
-        arr[i].token = token
-        # OpenAI: -100 bans a token, 100 forces it; -inf makes the ban exact.
-        arr[i].bias = (float("-inf") if exact_bans else -1e9) if value <= -100 else value
-    return llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(bias), arr)
 
 
 def logits_row(ctx: Context, batch_index: int, n_vocab: int) -> np.ndarray:

@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from backends.base import GenerationEvent, SamplingParams, TokenLogprob
-from backends.llama_cpp.native import Sampler
+from backends.llama_cpp.sampling import Sampler
 from backends.text import StopMatcher, Utf8Stream
 
 EngineOutput = GenerationEvent | BaseException

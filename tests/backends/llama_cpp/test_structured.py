@@ -65,9 +65,13 @@ def grid(path: Path, prompts: list[str]) -> None:
 
     async def main() -> None:
         async with backend_for(path, parallel=4) as backend:
-            results = await asyncio.gather(
-                *(run(backend, constrained(s, p, t, seed=i)) for i, (s, p, t) in enumerate(cases))
-            )
+            room = asyncio.Semaphore(16)  # within the engine's queue
+
+            async def one(i: int, name: str, prompt: str, temperature: float) -> Any:
+                async with room:
+                    return await run(backend, constrained(name, prompt, temperature, seed=i))
+
+            results = await asyncio.gather(*(one(i, *case) for i, case in enumerate(cases)))
         for (name, _, _), (text, finished) in zip(cases, results, strict=True):
             assert_valid(name, text, finished)
 
