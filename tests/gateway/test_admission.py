@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +26,7 @@ import httpx
 import pytest
 
 from tests.conftest import SMOL_ID
+from tests.support.probes import health_while, p99
 from tests.support.server import GatewayProcess, model_config
 
 LONG = {
@@ -222,25 +222,8 @@ def test_tokenising_a_huge_prompt_leaves_the_event_loop_free(gateway: GatewayPro
     answer in under 50 ms (p99) all along."""
     wait_idle(gateway)
     attack = {"model": SMOL_ID, "prompt": "<|im_start|>x\n" * 11000, "max_tokens": 1}
-    outcome: dict[str, httpx.Response] = {}
-
-    def send() -> None:
-        outcome["r"] = httpx.post(f"{gateway.base_url}/v1/completions", json=attack, timeout=300)
-
-    sender = threading.Thread(target=send)
-    latencies: list[float] = []
-    with httpx.Client(base_url=gateway.base_url, timeout=60) as client:
-        client.get("/health")  # a warm connection
-        sender.start()
-        while sender.is_alive():
-            started = time.perf_counter()
-            assert client.get("/health").status_code == 200
-            latencies.append(time.perf_counter() - started)
-            time.sleep(0.01)
-    sender.join()
-    r = outcome["r"]
+    r, latencies = health_while(gateway.base_url, "/v1/completions", attack)
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
-    latencies.sort()
-    p99 = latencies[int(len(latencies) * 0.99)]
-    assert p99 < 0.05, f"/health p99 {p99 * 1000:.0f} ms over {len(latencies)} probes"
+    worst = p99(latencies)
+    assert worst < 0.05, f"/health p99 {worst * 1000:.0f} ms over {len(latencies)} probes"
     assert len(latencies) >= 20, "the attack ended too soon to show anything"

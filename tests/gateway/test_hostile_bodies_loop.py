@@ -5,16 +5,14 @@ whole parse, so such bodies go through the pure-Python scanner in a worker threa
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import BLOOM_ID
+from tests.support.probes import health_while, p99
 from tests.support.server import GatewayProcess, model_config
 
 
@@ -27,28 +25,6 @@ def gateway(
     config.write_text(model_config(BLOOM_ID, {"model_path": str(tiny_bloom_path), "n_ctx": 256}))
     with GatewayProcess(config, folder / "gateway.log") as proc:
         yield proc
-
-
-def health_while(
-    gateway: GatewayProcess, path: str, body: dict[str, Any]
-) -> tuple[httpx.Response, list[float]]:
-    outcome: dict[str, httpx.Response] = {}
-
-    def send() -> None:
-        outcome["r"] = httpx.post(f"{gateway.base_url}{path}", json=body, timeout=120)
-
-    sender = threading.Thread(target=send)
-    latencies: list[float] = []
-    with httpx.Client(base_url=gateway.base_url, timeout=60) as client:
-        client.get("/health")  # a warm connection
-        sender.start()
-        while sender.is_alive():
-            started = time.perf_counter()
-            assert client.get("/health").status_code == 200
-            latencies.append(time.perf_counter() - started)
-            time.sleep(0.005)
-    sender.join()
-    return outcome["r"], sorted(latencies)
 
 
 @pytest.mark.parametrize(
@@ -65,8 +41,8 @@ def health_while(
 def test_many_value_bodies_leave_the_event_loop_free(
     gateway: GatewayProcess, path: str, body: dict[str, Any]
 ) -> None:
-    response, latencies = health_while(gateway, path, body)
+    response, latencies = health_while(gateway.base_url, path, body)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "limit_exceeded"
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    assert p99 < 0.05, f"/health p99 {p99 * 1000:.0f} ms over {len(latencies)} probes"
+    worst = p99(latencies)
+    assert worst < 0.05, f"/health p99 {worst * 1000:.0f} ms over {len(latencies)} probes"
