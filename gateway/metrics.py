@@ -4,7 +4,8 @@ Names follow the OpenTelemetry GenAI semantic conventions in Prometheus spelling
 (`gen_ai.server.time_to_first_token` -> `gen_ai_server_time_to_first_token_seconds`).
 Labels are what the client asked for (`model`: a route or model id), the experiment's
 `variant` ("" outside experiments), the model that served it (`served_by`), the
-`operation` (completion / chat) and `stream`; never a user, key or session value.
+`operation` (completion / chat, or infill / generate from the editors' dialects) and
+`stream`; never a user, key or session value.
 """
 
 from __future__ import annotations
