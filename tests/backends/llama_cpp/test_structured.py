@@ -216,3 +216,20 @@ def test_a_tool_outside_the_subset_is_refused_naming_the_tool() -> None:
         structured.plan(chat("x", tools=tools), GrammarCache(), None)
     assert info.value.param == "tools[3].function.parameters"
     assert "minProperties" in str(info.value)
+
+
+def test_auto_answers_either_a_valid_call_or_plain_text(smollm2_path: Path) -> None:
+    asks = ["What is the weather in Oslo in celsius? Call the function.", "Say hello."]
+
+    async def main() -> list[tuple[str, Finished]]:
+        async with backend_for(smollm2_path, parallel=2) as backend:
+            return await asyncio.gather(*(run(backend, chat(a, tools=specs())) for a in asks))
+
+    for text, finished in asyncio.run(main()):
+        if finished.tool_calls:
+            (call,) = finished.tool_calls
+            assert finished.finish_reason == "tool_calls" and text == ""
+            jsonschema.validate(json.loads(call.arguments), TOOL_PARAMETERS[call.name])
+        else:
+            assert finished.finish_reason in ("stop", "length")
+            assert text.strip() and not text.lstrip().startswith("{")
