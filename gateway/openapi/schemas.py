@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.openapi.structured import RESPONSE_FORMAT, TOOL_FIELDS
+
 Schema = dict[str, Any]
 
 
@@ -117,6 +119,7 @@ COMPLETION_REQUEST: Schema = {
         "suffix": nullable(
             {"type": "string", "description": "Fill-in-the-middle (models with FIM tokens)."}
         ),
+        "response_format": RESPONSE_FORMAT,
         **SAMPLING,
     },
     "allOf": [requires("stream_options", True, "stream")],
@@ -171,6 +174,8 @@ CHAT_REQUEST: Schema = {
         "top_logprobs": nullable(
             {"type": "integer", "minimum": 0, "maximum": 20, "description": "Needs logprobs."}
         ),
+        "response_format": RESPONSE_FORMAT,
+        **TOOL_FIELDS,
         **SAMPLING,
     },
     "allOf": [
