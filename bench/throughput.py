@@ -262,9 +262,12 @@ def main(argv: list[str] | None = None) -> None:
     results["seconds"] = round(time.perf_counter() - t0, 1)
     name = opts.out or ("quick" if opts.quick else f"run-{started.replace(':', '')}")
     (out / f"{name}.json").write_text(json.dumps(results, indent=1))
-    plot(results, out / f"{name}.png")
     print(markdown(results))
-    log(f"wrote {out / name}.json and .png in {results['seconds']} s")
+    try:
+        plot(results, out / f"{name}.png")
+    except ImportError:  # matplotlib comes with the bench extra
+        log("no plot: matplotlib is not installed (GATEWAY_EXTRAS=test,bench)")
+    log(f"wrote {out / name}.json in {results['seconds']} s")
 
 
 if __name__ == "__main__":
