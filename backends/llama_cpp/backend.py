@@ -198,7 +198,10 @@ class LlamaCppBackend(Backend):
             raise BackendError(f"model {self.model_id!r} is not loaded")
         # Structured output and tools: the grammar, and the tools prompt (a 400 for a
         # schema outside the supported subset), before anything is queued.
-        plan = await asyncio.to_thread(structured.plan, request, self._grammars, model.vocab)
+        native = self._template is not None and self._template.supports_tools
+        plan = await asyncio.to_thread(
+            structured.plan, request, self._grammars, model.vocab, native
+        )
         request = plan.request
         # Text that surely needs more tokens than the context holds is refused before it
         # is tokenised: llama.cpp's special-token pass is quadratic in the markup.
@@ -247,7 +250,7 @@ class LlamaCppBackend(Backend):
             on_sequence(seq)
         engine.submit(seq, ticket)
         finished = False
-        calls = structured.CallCollector(plan.tools) if plan.tools else None
+        calls = structured.collector(plan, request) if plan.tools else None
         try:
             while not finished:
                 item = await seq.output.get()

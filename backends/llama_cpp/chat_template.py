@@ -9,14 +9,21 @@ so one that fails or hangs stops the model from loading, with a clear reason.
 
 `render_parts` tells the template's own markup apart from the messages' text, so that
 only the markup may be tokenised into control tokens (prompts.py).
+
+A template that mentions a `tools` variable renders tools itself (`supports_tools`):
+it gets them in OpenAI's shape (`{"type": "function", "function": {...}}`), and the
+history in the shapes Hugging Face templates expect: an assistant's `tool_calls`
+(`{"id", "type": "function", "function": {"name", "arguments": <object>}}`) and a
+`tool` message's `tool_call_id` and `name`.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jinja2 import TemplateError
@@ -68,6 +75,7 @@ class ChatTemplate:
         self._env = env
         self._bos = bos_token
         self._eos = eos_token
+        self.supports_tools = re.search(r"\btools\b", source) is not None
         self._dry_run()
 
     def _dry_run(self) -> None:
@@ -84,10 +92,14 @@ class ChatTemplate:
                         "chat_template",
                     ) from None
 
-    def render(self, messages: Sequence[ChatMessage]) -> str:
-        return self._render(_payload(messages))
+    def render(
+        self, messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None = None
+    ) -> str:
+        return self._render(_payload(messages), tools)
 
-    def render_parts(self, messages: Sequence[ChatMessage]) -> list[tuple[str, bool]] | None:
+    def render_parts(
+        self, messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None = None
+    ) -> list[tuple[str, bool]] | None:
         """The rendered prompt as (text, is_message_text) parts, in order; None when the
         template did not keep the messages' text intact (it sliced or rewrote it), so
         that the parts cannot be told apart."""
@@ -104,17 +116,21 @@ class ChatTemplate:
                 f"{_OPEN}{nonce}c{i}{_CLOSE}{text[start + len(core) :]}"
             )
             cores.append(core)
-        rendered = self._render(payload)
+        rendered = self._render(payload, tools)
         return _split(rendered, nonce, cores)
 
-    def _render(self, payload: list[dict[str, Any]]) -> str:
+    def _render(
+        self, payload: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> str:
         template = self._template
-        variables = {
+        variables: dict[str, Any] = {
             "messages": payload,
             "add_generation_prompt": True,
             "bos_token": self._bos,
             "eos_token": self._eos,
         }
+        if tools:
+            variables["tools"] = tools
         try:
             return self._env.run(lambda: template.generate(**variables))
         except RenderLimitExceeded as exc:
@@ -145,8 +161,27 @@ def _payload(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
         item: dict[str, Any] = {"role": m.role, "content": m.content}
         if m.name:
             item["name"] = m.name
+        if m.tool_calls:
+            item["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": _arguments(c.arguments)},
+                }
+                for c in m.tool_calls
+            ]
+        if m.tool_call_id:
+            item["tool_call_id"] = m.tool_call_id
         payload.append(item)
     return payload
+
+
+def _arguments(text: str) -> Mapping[str, Any] | str:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, dict) else text
 
 
 def _split(rendered: str, nonce: str, cores: list[str]) -> list[tuple[str, bool]] | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from backends.base import GenerationRequest
 from backends.errors import InvalidRequest
@@ -80,9 +82,17 @@ def chat_tokens(model: Model, request: GenerationRequest, template: ChatTemplate
     messages = request.messages
     if any(s in (m.name or "") for m in messages for s in specials):
         raise InvalidRequest("a message 'name' contains a control token's text", "messages")
+    tools = template_tools(request, template)
+    if tools and any(s in json.dumps(tools, ensure_ascii=False) for s in specials):
+        raise InvalidRequest("a tool's definition contains a control token's text", "tools")
+    calls = [json.dumps(c.arguments) + c.name for m in messages for c in m.tool_calls]
+    if any(s in text for text in calls for s in specials):
+        raise InvalidRequest("a message's tool call contains a control token's text", "messages")
     if not any(s in m.content for m in messages for s in specials):
-        return model.tokenize(template.render(messages), add_special=False, parse_special=True)
-    parts = template.render_parts(messages)
+        return model.tokenize(
+            template.render(messages, tools), add_special=False, parse_special=True
+        )
+    parts = template.render_parts(messages, tools)
     if parts is None:
         raise InvalidRequest(
             "a message contains a control token's text, and this model's chat template "
@@ -91,6 +101,27 @@ def chat_tokens(model: Model, request: GenerationRequest, template: ChatTemplate
             "messages",
         )
     return tokens_from_parts(model, parts)
+
+
+def template_tools(
+    request: GenerationRequest, template: ChatTemplate
+) -> list[dict[str, Any]] | None:
+    """The tools in OpenAI's shape, for a template that renders them itself and a
+    request that lets the model choose (`auto`); None otherwise (the generic tools
+    prompt of structured.py, or no tools)."""
+    if not (template.supports_tools and request.tools and request.tool_choice.mode == "auto"):
+        return None
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": t.name,
+                "description": t.description or "",
+                "parameters": dict(t.parameters) or {"type": "object"},
+            },
+        }
+        for t in request.tools
+    ]
 
 
 def tokens_from_parts(model: Model, parts: list[tuple[str, bool]]) -> list[int]:

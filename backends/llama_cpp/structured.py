@@ -9,6 +9,10 @@ and the answer format), whatever its chat template:
 - `auto`: the output is either a call, `{"tool_call": {"name": ..., "arguments":
   ...}}`, or plain text that does not start with "{";
 - `none`: the tools are not shown and nothing is constrained.
+A model whose chat template renders tools itself (it mentions `tools`) gets `auto`
+the template's way instead: the tools and the call history go through the template
+(prompts.py), nothing is constrained, and a call written in the template's format
+is parsed back (tool_formats.py); plan says so with `tools = "native"`.
 One call per answer (`parallel_tool_calls` may be true or false: one call is a valid
 answer to both). Calls in the history (assistant `tool_calls`) are rendered back in
 the same JSON shape the model was told to use; tool results keep the role `tool`.
@@ -33,6 +37,7 @@ from backends.base import (
     ToolSpec,
 )
 from backends.llama_cpp.grammar import GrammarCache, check_schema, constraint_schema
+from backends.llama_cpp.tool_formats import NativeCallCollector
 
 # Plain text for `auto`: anything that does not open a JSON object.
 _PLAIN_TEXT = "plain ::= ([^{ \\t\\n] [^\\x00]*)?\n"
@@ -45,10 +50,17 @@ class Plan:
     tools: str | None = None  # "forced" or "auto" when the answer may be a call
 
 
-def plan(request: GenerationRequest, cache: GrammarCache, vocab: Any) -> Plan:
+def plan(
+    request: GenerationRequest, cache: GrammarCache, vocab: Any, native_tools: bool = False
+) -> Plan:
     """The request as the model sees it (tools prompt added) and its grammar. Raises
-    `InvalidRequest` naming the field for a schema outside the supported subset."""
+    `InvalidRequest` naming the field for a schema outside the supported subset.
+    `native_tools`: the chat template renders tools itself."""
     mode = request.tool_choice.mode
+    if native_tools and request.tools and mode == "auto":
+        for i, tool in enumerate(request.tools):
+            check_schema(_parameters(tool), f"tools[{i}].function.parameters")
+        return Plan(request, None, "native")
     if request.tools and mode != "none":
         tools = _chosen(request)
         forced = mode in ("required", "function")
@@ -207,3 +219,11 @@ class CallCollector:
         if call is not None:
             return [Finished("tool_calls", event.usage, (call,))]
         return [*self.held, event]  # cut short: the text as it is
+
+
+def collector(plan: Plan, request: GenerationRequest) -> CallCollector | NativeCallCollector:
+    """What turns the answer of a plan with tools into tool calls."""
+    if plan.tools == "native":
+        names = {t.name for t in request.tools}
+        return NativeCallCollector(names, new_call_id, request.parallel_tool_calls)
+    return CallCollector(plan.tools or "forced")
