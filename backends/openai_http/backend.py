@@ -103,7 +103,14 @@ class OpenAIHTTPBackend(Backend):
             logprobs=self.opts.logprobs,
             echo=self.opts.echo,
             suffix=self.opts.suffix,
-            features=frozenset({"response_format"} if self.opts.response_format else ()),
+            features=frozenset(
+                name
+                for name, on in (
+                    ("response_format", self.opts.response_format),
+                    ("tools", self.opts.tools),
+                )
+                if on
+            ),
         )
 
     def info(self) -> ModelInfo:

@@ -40,6 +40,7 @@ KNOWN_KEYS = {
     "echo",
     "suffix",
     "response_format",
+    "tools",
     "max_response_bytes",
     "max_event_bytes",
 }
@@ -82,6 +83,7 @@ class OpenAIHTTPOptions:
     echo: bool = False
     suffix: bool = False
     response_format: bool = False  # structured output (json_object, json_schema)
+    tools: bool = False  # tools, tool_choice, parallel_tool_calls; tool calls read back
     max_response_bytes: int = 16 * 1024 * 1024  # a whole (non-SSE) response body
     max_event_bytes: int = 4 * 1024 * 1024  # one server-sent event
 
@@ -121,7 +123,8 @@ def parse_options(options: Mapping[str, Any]) -> OpenAIHTTPOptions:
     ):
         if key in options:
             values[key] = integer(options, key, low)
-    for key in ("token_prompts", "stream_usage", "logprobs", "echo", "suffix", "response_format"):
+    flags = ("token_prompts", "stream_usage", "logprobs", "echo", "suffix", "response_format")
+    for key in (*flags, "tools"):
         if key in options:
             if not isinstance(options[key], bool):
                 raise ConfigError(f"{key} must be true or false", key)

@@ -18,11 +18,11 @@ from typing import TypeVar
 
 import httpx
 
-from backends.base import Finished, GenerationEvent, TextDelta, Usage
+from backends.base import Finished, FinishReason, GenerationEvent, TextDelta, Usage
 from backends.errors import UpstreamError
 from backends.openai_http import errors
 from backends.openai_http.logprobs import split_prompt
-from backends.openai_http.wire import ChunkPiece, read_chunk, sse_data
+from backends.openai_http.wire import ChunkPiece, ToolCallAccumulator, read_chunk, sse_data
 
 T = TypeVar("T")
 DRAIN_SECONDS = 1.0  # after [DONE]: how long to wait for the body's end (connection reuse)
@@ -79,6 +79,7 @@ async def relay(
     usage: Usage | None = None
     deltas = 0
     started = False
+    calls = ToolCallAccumulator()
     data_events = aiter(sse_data(response.aiter_bytes(), exchange.limits.max_event_bytes))
     while True:
         try:
@@ -100,6 +101,7 @@ async def relay(
             raise errors.malformed(str(exc)) from None
         if piece.usage is not None:
             usage = piece.usage
+        calls.add(piece.tool_calls)
         if piece.text or piece.logprobs:
             prompt = echo is not None and not started
             started = True
@@ -113,7 +115,17 @@ async def relay(
             502, "server_error", "upstream_disconnected",
         )
     # Upstreams that ignore stream_options: count one token per chunk, as most send.
-    yield Finished(finish.finish_reason, usage or Usage(0, deltas))
+    yield _finished(finish.finish_reason, usage or Usage(0, deltas), calls)
+
+
+def _finished(reason: FinishReason, usage: Usage, calls: ToolCallAccumulator) -> Finished:
+    """The finish, with the upstream's tool calls (then the reason is "tool_calls",
+    whatever the upstream named it)."""
+    try:
+        tool_calls = calls.calls()
+    except ValueError as exc:
+        raise errors.malformed(str(exc)) from None
+    return Finished("tool_calls" if tool_calls else reason, usage, tool_calls)
 
 
 async def _next(events: AsyncIterator[T], exchange: Exchange, started: bool) -> T:
@@ -158,7 +170,9 @@ async def _whole(
         yield TextDelta(prompt, (), prompt_entries, is_prompt=True)
     if text or entries:
         yield TextDelta(text, (), entries)
-    yield Finished(piece.finish_reason or "stop", piece.usage or Usage(0, 0))
+    calls = ToolCallAccumulator()
+    calls.add(piece.tool_calls)
+    yield _finished(piece.finish_reason or "stop", piece.usage or Usage(0, 0), calls)
 
 
 async def read_body(

@@ -3,16 +3,20 @@ OpenAI chunks -> neutral pieces. This backend's only knowledge of OpenAI's forma
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from backends.base import (
+    ChatMessage,
     FinishReason,
     GenerationRequest,
     OutputConstraint,
     SamplingParams,
     TokenLogprob,
+    ToolCall,
     Usage,
 )
 from backends.openai_http.logprobs import chat_logprobs, legacy_logprobs
@@ -34,10 +38,7 @@ def build_body(
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model}
     if request.is_chat:
-        body["messages"] = [
-            {"role": m.role, "content": m.content, **({"name": m.name} if m.name else {})}
-            for m in request.messages
-        ]
+        body["messages"] = [message(m) for m in request.messages]
     else:
         prompt = request.prompt
         body["prompt"] = prompt if isinstance(prompt, str) else list(prompt)
@@ -54,11 +55,55 @@ def build_body(
         body["suffix"] = request.suffix
     if request.constraint is not None:  # only when the options say the upstream can
         body["response_format"] = response_format(request.constraint)
+    if request.tools:  # only when the options say the upstream can
+        body.update(tool_fields(request))
     if stream:
         body["stream"] = True
         if include_usage:
             body["stream_options"] = {"include_usage": True}
     return body
+
+
+def message(m: ChatMessage) -> dict[str, Any]:
+    item: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.name:
+        item["name"] = m.name
+    if m.tool_calls:
+        item["content"] = m.content or None
+        item["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            }
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id:
+        item["tool_call_id"] = m.tool_call_id
+    return item
+
+
+def tool_fields(request: GenerationRequest) -> dict[str, Any]:
+    tools = []
+    for t in request.tools:
+        function: dict[str, Any] = {"name": t.name}
+        if t.description is not None:
+            function["description"] = t.description
+        if t.parameters:
+            function["parameters"] = dict(t.parameters)
+        if t.strict:
+            function["strict"] = True
+        tools.append({"type": "function", "function": function})
+    choice = request.tool_choice
+    return {
+        "tools": tools,
+        "tool_choice": (
+            {"type": "function", "function": {"name": choice.name}}
+            if choice.mode == "function"
+            else choice.mode
+        ),
+        "parallel_tool_calls": request.parallel_tool_calls,
+    }
 
 
 def response_format(constraint: OutputConstraint) -> dict[str, Any]:
@@ -103,6 +148,8 @@ class ChunkPiece:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     logprobs: tuple[TokenLogprob, ...] = ()
+    # tool-call pieces: (index, id, name, arguments text), whole or streamed deltas
+    tool_calls: tuple[tuple[int, str | None, str | None, str], ...] = ()
 
 
 MAX_TOKEN_COUNT = 2**40  # far above any context, far below what breaks arithmetic
@@ -138,6 +185,7 @@ def read_chunk(payload: Any, is_chat: bool) -> ChunkPiece:
         if not isinstance(message, dict):
             raise ValueError("a delta is not an object")
         text = message.get("content")
+        piece.tool_calls = _tool_call_pieces(message.get("tool_calls"))
     else:
         text = choice.get("text")
     if text is not None:
@@ -157,6 +205,61 @@ def read_chunk(payload: Any, is_chat: bool) -> ChunkPiece:
     if reason:
         piece.finish_reason = FINISH_REASONS.get(reason, "stop")
     return piece
+
+
+def _tool_call_pieces(value: Any) -> tuple[tuple[int, str | None, str | None, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ValueError("tool_calls is not a list")
+    pieces = []
+    for position, call in enumerate(value):
+        if not isinstance(call, dict):
+            raise ValueError("a tool call is not an object")
+        index = call.get("index", position)
+        function = call.get("function") or {}
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 1024:
+            raise ValueError("a tool call's index is not a small integer")
+        if not isinstance(function, dict):
+            raise ValueError("a tool call's function is not an object")
+        call_id, name = call.get("id"), function.get("name")
+        arguments = function.get("arguments")
+        if isinstance(arguments, dict):  # some servers send the object itself
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        for field, item in (("id", call_id), ("name", name), ("arguments", arguments)):
+            if item is not None and not isinstance(item, str):
+                raise ValueError(f"a tool call's {field} is not a string")
+        pieces.append((index, call_id, name, arguments or ""))
+    return tuple(pieces)
+
+
+class ToolCallAccumulator:
+    """Tool-call pieces gathered by index (a streamed call's name and id come first,
+    its arguments in fragments) into whole calls, in index order."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list[str]] = {}
+
+    def add(self, pieces: tuple[tuple[int, str | None, str | None, str], ...]) -> None:
+        for index, call_id, name, arguments in pieces:
+            call = self._calls.setdefault(index, ["", "", ""])
+            if call_id:
+                call[0] = call_id
+            if name:
+                call[1] += name if not call[1] or call[1] != name else ""
+            call[2] += arguments
+
+    def calls(self) -> tuple[ToolCall, ...]:
+        """Raises ValueError for a call without a name. A call the upstream sent without
+        an id gets one."""
+        out = []
+        for index in sorted(self._calls):
+            call_id, name, arguments = self._calls[index]
+            if not name:
+                raise ValueError("a tool call has no function name")
+            call_id = call_id or "call_" + uuid.uuid4().hex[:24]
+            out.append(ToolCall(call_id, name, arguments or "{}"))
+        return tuple(out)
 
 
 def _count(usage: dict[str, Any], key: str) -> int:
