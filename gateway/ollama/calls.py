@@ -209,6 +209,9 @@ def parse_chat(body: p.Body, limits: LimitsSettings) -> OllamaCall:
         )  # fmt: skip
     tools = _tools(body.get("tools"))
     common = _common(body, limits)
+    if tools and common["constraint"] is not None:
+        # Both would constrain the same answer; one would be dropped without a word.
+        raise invalid("'format' cannot be combined with 'tools': send one of them.", "format")
     if tools:
         common["wanted"] = (*common["wanted"], Wanted("tools", "tools", "tool calling"))
     return OllamaCall(operation="chat", messages=messages, tools=tools, **common)

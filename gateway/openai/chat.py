@@ -216,6 +216,15 @@ def parse_chat_request(body: p.Body, limits: LimitsSettings | None = None) -> Ch
     top = p.get_int(body, "top_logprobs", None, low=0, high=20)
     if top is not None and not logprobs:
         raise invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
+    constraint = structured.response_format(dict(body))
+    tools = structured.tools(dict(body))
+    if constraint is not None and tools.tools and tools.choice.mode != "none":
+        # Both would constrain the same output; one would be dropped without a word.
+        raise invalid(
+            "'response_format' cannot be combined with 'tools' here: a tool call is "
+            "constrained by its own schema. Send one of them, or tool_choice 'none'.",
+            "response_format",
+        )
     return ChatCall(
         model=model,
         messages=messages,
@@ -229,8 +238,8 @@ def parse_chat_request(body: p.Body, limits: LimitsSettings | None = None) -> Ch
         top_logprobs=top or 0,
         user=p.get_str(body, "user"),
         wanted=tuple(wanted),
-        constraint=structured.response_format(dict(body)),
-        tools=structured.tools(dict(body)),
+        constraint=constraint,
+        tools=tools,
     )
 
 

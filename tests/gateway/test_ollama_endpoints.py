@@ -168,6 +168,13 @@ async def test_chat_not_streamed() -> None:
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
         ({"options": {"mirostat": 2}}, "mirostat"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "role"),
+        (  # both would constrain the same answer: never one dropped silently
+            {
+                "format": "json",
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+            },
+            "format",
+        ),
     ],
 )
 async def test_what_the_model_cannot_honour_is_a_400_in_ollama_shape(

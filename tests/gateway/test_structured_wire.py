@@ -74,13 +74,18 @@ async def test_the_fields_reach_the_backend_as_neutral_values() -> None:
         },
         {"role": "tool", "tool_call_id": "c0", "content": "3"},
     ]
+    response_format = {
+        "type": "json_schema",
+        "json_schema": {"name": "x", "schema": schema, "strict": True},
+    }
+    response, backend = await post({"response_format": response_format})
+    assert response.status_code == 200, response.text
+    assert backend.calls.requests[0].constraint == OutputConstraint(
+        "json_schema", schema, "x", True
+    )
     response, backend = await post(
         {
             "messages": history,
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": "x", "schema": schema, "strict": True},
-            },
             "tools": [ADD],
             "tool_choice": {"type": "function", "function": {"name": "add"}},
             "parallel_tool_calls": False,
@@ -88,7 +93,7 @@ async def test_the_fields_reach_the_backend_as_neutral_values() -> None:
     )
     assert response.status_code == 200, response.text
     (request,) = backend.calls.requests
-    assert request.constraint == OutputConstraint("json_schema", schema, "x", True)
+    assert request.constraint is None
     assert request.tools == (ToolSpec("add", "Add.", ADD["function"]["parameters"]),)  # type: ignore[index]
     assert request.tool_choice == ToolChoice("function", "add")
     assert request.parallel_tool_calls is False
@@ -133,6 +138,8 @@ async def test_tools_without_a_choice_mean_auto_and_no_tools_mean_none() -> None
             "response_format.json_schema.schema",
         ),
         ({"response_format": {"type": "xml"}}, "response_format.type"),
+        # both would constrain the same output: never one silently dropped
+        ({"tools": [ADD], "response_format": {"type": "json_object"}}, "response_format"),
         (
             {"messages": [*USER, {"role": "tool", "content": "3"}], "tools": [ADD]},
             "messages[1].tool_call_id",
