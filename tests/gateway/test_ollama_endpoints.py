@@ -237,13 +237,20 @@ async def test_format_and_tools_reach_a_backend_that_enforces_them() -> None:
         },
     }
     schema = {"type": "object", "properties": {"city": {"type": "string"}}}
-    body = {**ZED_CHAT, "format": schema, "tools": [weather]}
+    response, backend = await call(
+        "POST",
+        "/api/chat",
+        {**ZED_CHAT, "format": schema},
+        CallingBackend("coder", capabilities=caps),
+    )
+    assert response.status_code == 200, response.text
+    assert backend.calls.requests[0].constraint == OutputConstraint("json_schema", schema)
+    body = {**ZED_CHAT, "tools": [weather]}
     response, backend = await call(
         "POST", "/api/chat", body, CallingBackend("coder", capabilities=caps)
     )
     assert response.status_code == 200, response.text
     (request,) = backend.calls.requests
-    assert request.constraint == OutputConstraint("json_schema", schema)
     assert [(t.name, t.description, dict(t.parameters)) for t in request.tools] == [
         ("get_weather", "The weather in a city", weather["function"]["parameters"])
     ]
