@@ -21,6 +21,21 @@ SCHEMA = migrations("REAL", "TEXT", "INTEGER PRIMARY KEY AUTOINCREMENT")
 FEEDBACK_COLUMNS = "f.request_id, f.metric, f.value, f.is_bool, f.time"
 
 
+def _use_wal(db: sqlite3.Connection, wait: float = 10.0) -> None:
+    """Switch to WAL. SQLite answers SQLITE_BUSY at once, without its busy handler, when
+    another connection is opening the same new file: retry until `wait` is over."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class SQLiteStore:
     def __init__(self, path: Path, retention_days: float | None = None) -> None:
         self.path = path
@@ -38,9 +53,12 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA busy_timeout=5000")
+        # The busy timeout from the first statement on: another connection (a second
+        # replica, `gateway report`) may hold a lock just now.
+        db = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=10
+        )
+        _use_wal(db)
         db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         with db:
             db.execute("BEGIN IMMEDIATE")

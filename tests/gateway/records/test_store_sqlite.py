@@ -5,6 +5,7 @@ refuses unknown ids, the schema version is recorded once, retention deletes old 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -90,3 +91,25 @@ def test_sqlite_url_is_relative_to_the_config_file(tmp_path: Path) -> None:
     assert sqlite_path("sqlite:////var/g.db", tmp_path) == Path("/var/g.db")
     assert StoreSettings("sqlite:///x.db").kind == "sqlite"
     assert StoreSettings("postgresql://h/db").kind == "postgresql"
+
+
+def test_connections_opening_a_new_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """Switching a new file to WAL answers SQLITE_BUSY at once (no busy handler) while
+    another connection opens it: two replicas, or a replica and `gateway report`,
+    starting together must both get their store."""
+    for attempt in range(20):
+        path = tmp_path / f"race-{attempt}.db"
+        errors: list[BaseException] = []
+
+        def open_store(path: Path = path, errors: list[BaseException] = errors) -> None:
+            try:
+                assert SQLiteStore(path).version >= 1
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_store) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
