@@ -3,6 +3,8 @@ place (`gateway.errors`); backends map their engines' foreign exceptions to thes
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class BackendError(Exception):
     """The backend failed (a 5xx for the client). The message must be safe to show:
@@ -24,6 +26,15 @@ class InvalidRequest(Exception):
         super().__init__(message)
         self.param = param
         self.code = code
+
+
+def check_token_ids(tokens: Iterable[int], n_vocab: int, param: str) -> None:
+    """Raise InvalidRequest naming `param` for the first id outside 0..n_vocab-1."""
+    bad = next((t for t in tokens if not 0 <= t < n_vocab), None)
+    if bad is not None:
+        raise InvalidRequest(
+            f"token id {bad} is outside this model's vocabulary (0..{n_vocab - 1})", param
+        )
 
 
 class ContextLengthExceeded(InvalidRequest):

@@ -8,6 +8,23 @@ from typing import Any
 from backends.errors import ConfigError
 
 
+def check_keys(
+    options: Mapping[str, Any], known: set[str], sources: tuple[str, ...], described: str
+) -> None:
+    """No unknown keys, and exactly one of the `sources` keys (`described` in words)."""
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+            unknown[0],
+        )
+    found = [k for k in sources if options.get(k)]
+    if len(found) != 1:
+        raise ConfigError(
+            f"set exactly one of {described} (found: {', '.join(found) or 'none'})", sources[0]
+        )
+
+
 def string(options: Mapping[str, Any], key: str) -> str:
     value = options[key]
     if not isinstance(value, str) or not value:

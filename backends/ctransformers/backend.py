@@ -37,7 +37,7 @@ from backends.ctransformers.native import CtModel
 from backends.ctransformers.options import CTransformersOptions, parse_options
 from backends.ctransformers.preflight import check_model_file
 from backends.ctransformers.queue import OneAtATime, Progress, QueueAdmission, Ticket
-from backends.errors import BackendError, ContextLengthExceeded, InvalidRequest
+from backends.errors import BackendError, ContextLengthExceeded, InvalidRequest, check_token_ids
 from backends.llama_cpp.chat_template import ChatTemplate
 from backends.llama_cpp.gguf_check import GGUFSummary, read_gguf
 from backends.llama_cpp.logprobs import describe
@@ -295,14 +295,6 @@ class CTransformersBackend(Backend):
             raise BackendError(f"model {self.model_id!r} is not loaded")
         return self._model
 
-    def _check_ids(self, model: CtModel, tokens: TokenIds[int]) -> None:
-        bad = next((t for t in tokens if not 0 <= t < model.n_vocab), None)
-        if bad is not None:
-            raise InvalidRequest(
-                f"token id {bad} is outside this model's vocabulary (0..{model.n_vocab - 1})",
-                "tokens",
-            )
-
     async def tokenize(
         self, text: str, add_special: bool = False, parse_special: bool = True
     ) -> list[int]:
@@ -315,7 +307,7 @@ class CTransformersBackend(Backend):
 
     async def token_pieces(self, tokens: TokenIds[int]) -> list[bytes]:
         model = self._loaded()
-        self._check_ids(model, tokens)
+        check_token_ids(tokens, model.n_vocab, "tokens")
         return await self._run(lambda: [model.piece(t) for t in tokens])
 
     def tokenizer_info(self) -> TokenizerInfo:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from backends.errors import ConfigError
-from backends.options import integer, seconds, string
+from backends.options import check_keys, integer, seconds, string
 
 Lib = Literal["avx2", "avx", "basic", "cuda"]
 LIBS = ("avx2", "avx", "basic", "cuda")
@@ -66,19 +66,7 @@ class CTransformersOptions:
 
 
 def parse_options(options: Mapping[str, Any], base_dir: Path) -> CTransformersOptions:
-    unknown = sorted(set(options) - KNOWN_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_KEYS))}",
-            unknown[0],
-        )
-    sources = [k for k in SOURCE_KEYS if options.get(k)]
-    if len(sources) != 1:
-        raise ConfigError(
-            "set exactly one of model_path or hf_repo (with hf_file) "
-            f"(found: {', '.join(sources) or 'none'})",
-            "model_path",
-        )
+    check_keys(options, KNOWN_KEYS, SOURCE_KEYS, "model_path or hf_repo (with hf_file)")
     if "model_type" not in options:
         raise ConfigError(f"model_type is required; one of {', '.join(MODEL_TYPES)}", "model_type")
     model_type = options["model_type"]

@@ -24,7 +24,7 @@ from backends.base import (
     TokenizerInfo,
     Usage,
 )
-from backends.errors import BackendError, ConfigError, ContextLengthExceeded, InvalidRequest
+from backends.errors import BackendError, ConfigError, ContextLengthExceeded, check_token_ids
 from backends.llama_cpp import native, structured
 from backends.llama_cpp.admission import EngineAdmission
 from backends.llama_cpp.chat_template import ChatTemplate
@@ -284,14 +284,6 @@ class LlamaCppBackend(Backend):
             raise BackendError(f"model {self.model_id!r} is not loaded")
         return self._model
 
-    def _check_ids(self, model: native.Model, tokens: TokenIds) -> None:
-        bad = next((t for t in tokens if not 0 <= t < model.n_vocab), None)
-        if bad is not None:
-            raise InvalidRequest(
-                f"token id {bad} is outside this model's vocabulary (0..{model.n_vocab - 1})",
-                "tokens",
-            )
-
     async def tokenize(
         self, text: str, add_special: bool = False, parse_special: bool = True
     ) -> list[int]:
@@ -300,12 +292,12 @@ class LlamaCppBackend(Backend):
 
     async def detokenize(self, tokens: TokenIds) -> str:
         model = self._loaded_model()
-        self._check_ids(model, tokens)
+        check_token_ids(tokens, model.n_vocab, "tokens")
         return await asyncio.to_thread(model.detokenize, tokens)
 
     async def token_pieces(self, tokens: TokenIds) -> list[bytes]:
         model = self._loaded_model()
-        self._check_ids(model, tokens)
+        check_token_ids(tokens, model.n_vocab, "tokens")
         return await asyncio.to_thread(lambda: [model.piece(t, special=True) for t in tokens])
 
     def tokenizer_info(self) -> TokenizerInfo:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from backends.errors import ConfigError
-from backends.options import integer, seconds, string
+from backends.options import check_keys, integer, seconds, string
 
 Device = Literal["auto", "cpu", "cuda", "metal"]
 FlashAttn = Literal["auto", "on", "off"]
@@ -74,19 +74,7 @@ def default_threads() -> int:
 
 
 def parse_options(options: Mapping[str, Any], base_dir: Path) -> LlamaCppOptions:
-    unknown = sorted(set(options) - KNOWN_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_KEYS))}",
-            unknown[0],
-        )
-    sources = [k for k in SOURCE_KEYS if options.get(k)]
-    if len(sources) != 1:
-        raise ConfigError(
-            "set exactly one of model_path, hf_repo (with hf_file) or package "
-            f"(found: {', '.join(sources) or 'none'})",
-            "model_path",
-        )
+    check_keys(options, KNOWN_KEYS, SOURCE_KEYS, "model_path, hf_repo (with hf_file) or package")
     values: dict[str, Any] = {}
     for key in ("hf_repo", "hf_file", "hf_revision", "package", "package_file"):
         if key in options:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.base import GenerationRequest
-from backends.errors import InvalidRequest
+from backends.errors import InvalidRequest, check_token_ids
 from backends.llama_cpp.chat_template import ChatTemplate
 from backends.llama_cpp.native import FimTokens, Model
 
@@ -46,12 +46,7 @@ def build_prompt(
         echo_from = 1 if model.add_bos and tokens[:1] == [model.bos] else 0
         prompt = PromptTokens(tokens, request.prompt, echo_from)
     else:
-        bad = next((t for t in request.prompt if not 0 <= t < model.n_vocab), None)
-        if bad is not None:
-            raise InvalidRequest(
-                f"token id {bad} is outside this model's vocabulary (0..{model.n_vocab - 1})",
-                "prompt",
-            )
+        check_token_ids(request.prompt, model.n_vocab, "prompt")
         tokens = list(request.prompt)
         prompt = PromptTokens(tokens, model.detokenize(tokens))
     if not prompt.tokens:
