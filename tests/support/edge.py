@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -15,32 +14,20 @@ from typing import Any, Self
 
 from gateway.config import ServerSettings
 from gateway.server import GatewayServer, build_server
-from tests.support.server import GatewayProcess, free_port
+from tests.support.inprocess import ThreadedServer
+from tests.support.server import GatewayProcess
 
 
-class EdgeServer:
+class EdgeServer(ThreadedServer):
     """`build_server` (the gateway's protocol, limits and shutdown) run in a thread on
     a free loopback port. No signals reach it: `drain()` plays the shutdown."""
 
     def __init__(self, app: Any, settings: ServerSettings | None = None) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        settings = settings or ServerSettings()
-        self.server: GatewayServer = build_server(app, settings, "127.0.0.1", self.port)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.settings = settings or ServerSettings()
+        super().__init__(app)
 
-    def __enter__(self) -> Self:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("edge server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
+    def build(self, app: Any) -> GatewayServer:
+        return build_server(app, self.settings, "127.0.0.1", self.port)
 
 
 class LimitedGateway(GatewayProcess):

@@ -47,27 +47,33 @@ BASE_URL = "http://127.0.0.1"
 
 
 class ThreadedServer:
+    """An ASGI app served by uvicorn in a thread on a free loopback port; subclasses
+    choose the server through `build`."""
+
     def __init__(self, app: Any) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self.server = self.build(app)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def build(self, app: Any) -> uvicorn.Server:
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_config=None, access_log=False, lifespan="on"
         )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        return uvicorn.Server(config)
 
     def __enter__(self) -> Self:
         self.thread.start()
         deadline = time.monotonic() + 20
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("in-process server did not start")
+                raise RuntimeError(f"{type(self).__name__} did not start")
             time.sleep(0.02)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
-        self.thread.join(10)
+        self.thread.join(30)
 
 
 @dataclass(frozen=True)
