@@ -1,5 +1,5 @@
-"""The HTTP contenders as child processes on loopback: this gateway and
-llama-cpp-python's own server (`python -m llama_cpp.server`)."""
+"""The HTTP contenders as child processes on loopback: this gateway, llama-cpp-python's
+own server (`python -m llama_cpp.server`) and llama.cpp's C++ `llama-server`."""
 
 from __future__ import annotations
 
@@ -81,16 +81,24 @@ class ServerProcess:
 
 
 def gateway(
-    model: Path, workdir: Path, parallel: int, threads: int, isolation: str = "none"
+    model: Path,
+    workdir: Path,
+    parallel: int,
+    threads: int,
+    isolation: str = "none",
+    n_ctx: int = N_CTX,
+    extra: str = "",
+    tag: str = "",
 ) -> ServerProcess:
-    """The gateway serving `model` as "bench"; with isolation "process", in a worker."""
-    name = f"gateway-p{parallel}" + ("-process" if isolation == "process" else "")
+    """The gateway serving `model` as "bench"; with isolation "process", in a worker.
+    `extra` is more TOML for the model's options table."""
+    name = f"gateway-p{parallel}" + ("-process" if isolation == "process" else "") + tag
     config = workdir / f"{name}.toml"
     config.write_text(
         '[server]\nlog_format = "json"\n\n[[models]]\nid = "bench"\n'
         f'backend = "llama_cpp"\nisolation = "{isolation}"\n\n[models.options]\n'
-        f'model_path = "{model}"\nn_ctx = {N_CTX}\nparallel = {parallel}\n'
-        f"threads = {threads}\nmax_queue = 64\n"
+        f'model_path = "{model}"\nn_ctx = {n_ctx}\nparallel = {parallel}\n'
+        f"threads = {threads}\nmax_queue = 64\n{extra}"
     )
     port = free_port()
     argv = [
@@ -142,6 +150,29 @@ def llama_cpp_server(
     tag = "default" if interrupt else "no-interrupt"
     return ServerProcess(
         f"llama_cpp.server({tag})", argv, port, "/v1/models", workdir / f"llama-server-{tag}.log"
+    )
+
+
+def llama_server(
+    binary: Path, model: Path, workdir: Path, parallel: int, n_ctx: int, threads: int
+) -> ServerProcess:
+    """llama.cpp's own server: `parallel` slots of `n_ctx` tokens each, `threads` decode
+    threads, the model served as "bench". Everything else is llama-server's default."""
+    port = free_port()
+    argv = [
+        str(binary),
+        "--model", str(model),
+        "--alias", "bench",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--parallel", str(parallel),
+        "--ctx-size", str(parallel * n_ctx),
+        "--threads", str(threads),
+        "--threads-batch", str(threads),
+        "--no-webui",
+    ]  # fmt: skip
+    return ServerProcess(
+        f"llama-server(np={parallel})", argv, port, "/health", workdir / "llama-server.log"
     )
 
 

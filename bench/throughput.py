@@ -11,6 +11,13 @@ server with its defaults; plus (a) the in-process one-stream loop, (b') the serv
 `--interrupt_requests False` at N=4, /health latency while 8 streams run, the
 prefix-reuse TTFT gain and the memory check. Results go to bench/results/ (quick runs:
 bench/results/quick/, untracked).
+
+    .venv/bin/python -m bench.throughput --anchor [--unified]   # against llama-server
+
+`--anchor` instead runs the gateway against llama.cpp's own C++ `llama-server` (built
+once from the same llama.cpp source and flags, see bench/llama_server.py) at N = 1, 2,
+4, 8, 16 and a long-prompt mix; `--unified` adds the gateway with one unified KV cache
+(`deterministic = false`). See bench/anchor.py.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from bench import servers
+from bench import anchor, servers
 from bench.load import HealthProbe, completion_body, run_load, stream_one
 from bench.models import BenchModel, resolve
 from bench.paths import results_dir
@@ -231,7 +238,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=None, help="runs per N (best kept)")
     parser.add_argument("--threads", type=int, default=2, help="threads for every contender")
     parser.add_argument("--out", default=None, help="results name (default: a timestamp)")
+    parser.add_argument("--anchor", action="store_true", help="against llama.cpp's llama-server")
+    parser.add_argument(
+        "--unified", action="store_true", help="with --anchor: add deterministic = false"
+    )
     opts = parser.parse_args(argv)
+    if opts.anchor:
+        run_anchor(opts)
+        return
     opts.models = opts.models or ("smollm2" if opts.quick else "bloomz,smollm2")
     opts.levels = [
         int(x) for x in (opts.levels or ("1,4,8" if opts.quick else "1,2,4,8")).split(",")
@@ -267,6 +281,47 @@ def main(argv: list[str] | None = None) -> None:
         plot(results, out / f"{name}.png")
     except ImportError:  # matplotlib comes with the bench extra
         log("no plot: matplotlib is not installed (GATEWAY_EXTRAS=test,bench)")
+    log(f"wrote {out / name}.json in {results['seconds']} s")
+
+
+def run_anchor(opts: argparse.Namespace) -> None:
+    """The gateway against llama-server (bench/anchor.py), 1 decode thread each."""
+    models = opts.models or ("smollm2" if opts.quick else "bloomz,smollm2")
+    levels = [int(x) for x in (opts.levels or ("1,8" if opts.quick else "1,2,4,8,16")).split(",")]
+    repeat = opts.repeat or (1 if opts.quick else 2)
+    threads = 1 if opts.threads == 2 else opts.threads  # the anchor runs use 1 by default
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    out = results_dir(opts.quick)
+    results: dict[str, Any] = {
+        "started": started,
+        "load_average_at_start": load_average(),
+        "quick": opts.quick,
+        "threads": threads,
+        "repeat": repeat,
+        "slots": anchor.SLOTS,
+        "slot_ctx": anchor.SLOT_CTX,
+        "max_tokens": anchor.MAX_TOKENS,
+        "models": [],
+    }
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-anchor-") as tmp:
+        for model in resolve(models.split(","), log):
+            m0 = time.perf_counter()
+            try:
+                results["models"].append(
+                    anchor.run_model(
+                        model, Path(tmp), levels, repeat, threads, opts.quick, opts.unified, log
+                    )
+                )
+            finally:
+                for f in Path(tmp).glob("*.log"):
+                    (out / f"tmp-anchor-{model.name}-{f.name}").write_bytes(f.read_bytes())
+                    f.unlink()
+            log(f"{model.name}: done in {time.perf_counter() - m0:.0f} s")
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    name = opts.out or ("anchor-quick" if opts.quick else f"anchor-{started.replace(':', '')}")
+    (out / f"{name}.json").write_text(json.dumps(results, indent=1))
+    print(anchor.markdown(results))
     log(f"wrote {out / name}.json in {results['seconds']} s")
 
 
