@@ -93,6 +93,7 @@ class LlamaCppBackend(Backend):
                 n_ctx,
                 self.opts.n_batch,
                 self.opts.effective_threads,
+                kv_unified=not self.opts.deterministic,
                 flash_attn=self.opts.flash_attn,
             )
         except BackendError:
@@ -118,6 +119,7 @@ class LlamaCppBackend(Backend):
             kv_cache_bytes=kv_bytes,
             n_gpu_layers=self.n_gpu_layers,
             flash_attn=self.opts.flash_attn,
+            deterministic=self.opts.deterministic,
             chat_template="config"
             if self.opts.chat_template
             else ("gguf" if model.chat_template() else None),

@@ -273,6 +273,7 @@ class Context:
         self._mem = llama_cpp.llama_get_memory(self._ptr)
         self.n_batch = n_batch
         self.n_seq = n_seq
+        self.kv_unified = kv_unified
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._model = model
 

@@ -31,6 +31,7 @@ KNOWN_KEYS = {
     "template_timeout",
     "template_max_chars",
     "flash_attn",
+    "deterministic",
 }
 
 
@@ -55,6 +56,9 @@ class LlamaCppOptions:
     template_timeout: float = 2.0  # seconds one chat-template render may take
     template_max_chars: int = 4_000_000  # rendered prompt (and any string built on the way)
     flash_attn: FlashAttn = "auto"  # auto: llama.cpp's choice (on where supported)
+    # true: one KV stream per sequence, so a prompt's output is the same alone or
+    # batched; false: one unified KV cache (llama.cpp's kv_unified), see the README
+    deterministic: bool = True
 
     @property
     def effective_threads(self) -> int:
@@ -116,11 +120,15 @@ def parse_options(options: Mapping[str, Any], base_dir: Path) -> LlamaCppOptions
         values["device"] = device
     if "flash_attn" in options:
         values["flash_attn"] = _flash_attn(options["flash_attn"])
+    if "deterministic" in options:
+        if not isinstance(options["deterministic"], bool):
+            raise ConfigError("deterministic must be true or false", "deterministic")
+        values["deterministic"] = options["deterministic"]
     return LlamaCppOptions(**values)
 
 
 def _flash_attn(value: Any) -> FlashAttn:
-    """"auto", "on" or "off"; TOML's true and false mean on and off."""
+    """ "auto", "on" or "off"; TOML's true and false mean on and off."""
     if value is True or value == "on":
         return "on"
     if value is False or value == "off":
