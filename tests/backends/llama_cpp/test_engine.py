@@ -74,6 +74,31 @@ def test_concurrent_greedy_outputs_match_solo_outputs(
     asyncio.run(main())
 
 
+def test_one_at_a_time_decoding_keeps_outputs_identical(smollm2_path: Path) -> None:
+    """When the engine has measured single tokens as cheaper than the batch, it decodes
+    the running sequences one at a time: the same text, token for token."""
+
+    async def main() -> None:
+        backend = backend_for(smollm2_path, parallel=4, n_ctx=256)
+        async with backend:
+            solo = [await run(backend, p, max_tokens=12, temperature=0) for p in PROMPTS[:4]]
+            engine = backend._engine
+            assert engine is not None
+            for size in range(2, 5):  # as if batches of 2-4 had cost 50x a single token
+                engine.costs.record(size, 50 * (engine.costs.estimate(1) or 0.01))
+            before = backend.stats()
+            together = await asyncio.gather(
+                *(run(backend, p, max_tokens=12, temperature=0) for p in PROMPTS[:4])
+            )
+            after = backend.stats()
+        assert [t for t, _ in together] == [t for t, _ in solo]
+        steps = after["steps"] - before["steps"]
+        passes = after["micro_batches"] - before["micro_batches"]
+        assert passes > steps + 10  # most decode-only steps went one sequence at a time
+
+    asyncio.run(main())
+
+
 def test_prefix_reuse_keeps_outputs_identical(smollm2_path: Path) -> None:
     prefix = "def function_number_one(x):\n    return x * 2\n\n" * 8
 
