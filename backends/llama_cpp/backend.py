@@ -201,9 +201,12 @@ class LlamaCppBackend(Backend):
         # Structured output and tools: the grammar, and the tools prompt (a 400 for a
         # schema outside the supported subset), before anything is queued.
         native = self._template is not None and self._template.supports_tools
-        plan = await asyncio.to_thread(
-            structured.plan, request, self._grammars, model.vocab, native
-        )
+        if request.tools or request.constraint is not None or request.messages:
+            plan = await asyncio.to_thread(
+                structured.plan, request, self._grammars, model.vocab, native
+            )
+        else:  # a plain completion: nothing to plan, and no thread hop on the way
+            plan = structured.Plan(request)
         request = plan.request
         # Text that surely needs more tokens than the context holds is refused before it
         # is tokenised: llama.cpp's special-token pass is quadratic in the markup.
