@@ -24,6 +24,7 @@ class Sampler:
         chain_params.no_perf = True
         self._ptr = llama_cpp.llama_sampler_chain_init(chain_params)
         self._grammar: GrammarSampler | None = None
+        self._argmax_vocab = 0  # set when sampling is a plain argmax over this many
         add = lambda s: llama_cpp.llama_sampler_chain_add(self._ptr, s)  # noqa: E731
         if grammar is not None:
             try:
@@ -48,6 +49,13 @@ class Sampler:
             )
         if params.temperature <= 0:
             add(llama_cpp.llama_sampler_init_greedy())
+            # Greedy with nothing before it in the chain: the most likely token, read
+            # straight from the logits row (llama.cpp's sampler would first copy the
+            # whole vocabulary into a candidates array: 250,880 entries for BLOOM).
+            plain = grammar is None and not params.logit_bias
+            no_penalty = not (params.presence_penalty or params.frequency_penalty)
+            if plain and no_penalty and params.repeat_penalty == 1.0:
+                self._argmax_vocab = model.n_vocab
             return
         if params.top_k > 0:
             add(llama_cpp.llama_sampler_init_top_k(params.top_k))
@@ -60,6 +68,9 @@ class Sampler:
         add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
 
     def sample(self, ctx: Context, batch_index: int) -> int:
+        if self._argmax_vocab:
+            # np.argmax, like llama.cpp's greedy sampler, takes the first of equal maxima
+            return int(np.argmax(logits_row(ctx, batch_index, self._argmax_vocab)))
         if self._grammar is not None:
             return self._grammar.sample(self._ptr, ctx, batch_index)
         return int(llama_cpp.llama_sampler_sample(self._ptr, ctx.ptr, batch_index))
