@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(config, models, on_fatal)
     host = args.host or server.host
     port = args.port if args.port is not None else server.port
-    uv_server = build_server(app, server, host, port)
+    uv_server = build_server(app, server, host, port, freeze_heap=True)
     log.info("starting", host=host, port=port, models=[m.id for m in models.models])
     uv_server.run()
     return exit_code or (0 if uv_server.started else 1)

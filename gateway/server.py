@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -57,10 +58,28 @@ def connection_limit(wanted: int) -> int:
 
 
 class GatewayServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, drain: Drain, grace_seconds: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        drain: Drain,
+        grace_seconds: float,
+        freeze_heap: bool = False,
+    ) -> None:
         super().__init__(config)
         self.drain = drain
         self.grace_seconds = grace_seconds
+        self.freeze_heap = freeze_heap
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.freeze_heap:
+            # What is alive once the server listens (modules, routes, config) lives as
+            # long as the process. Frozen, the collector's full passes skip it: such a
+            # pass holds the GIL for its whole walk, so a request that allocates many
+            # objects at once (a body of 100,000 messages, parsed off the loop) would
+            # otherwise set off a walk of the whole startup heap and pause every
+            # request for it. Only for a process of its own (`gateway serve`).
+            gc.freeze()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.should_exit:
@@ -122,8 +141,11 @@ class GatewayServer(uvicorn.Server):
         return True
 
 
-def build_server(app: Any, settings: ServerSettings, host: str, port: int) -> GatewayServer:
-    """The uvicorn server for `app` (made by `create_app`, whose `state.drain` it uses)."""
+def build_server(
+    app: Any, settings: ServerSettings, host: str, port: int, freeze_heap: bool = False
+) -> GatewayServer:
+    """The uvicorn server for `app` (made by `create_app`, whose `state.drain` it uses);
+    `freeze_heap` when the process is the server's alone (see `GatewayServer.startup`)."""
     limits = EdgeLimits(
         max_header_bytes=settings.max_header_bytes,
         header_timeout=settings.header_timeout_seconds,
@@ -141,4 +163,4 @@ def build_server(app: Any, settings: ServerSettings, host: str, port: int) -> Ga
         timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]
     )
     drain = getattr(app.state, "drain", None) or Drain()
-    return GatewayServer(config, drain, settings.shutdown_grace_seconds)
+    return GatewayServer(config, drain, settings.shutdown_grace_seconds, freeze_heap)

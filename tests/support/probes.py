@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -10,14 +11,19 @@ import httpx
 
 
 def health_while(
-    base_url: str, path: str, body: dict[str, Any]
+    base_url: str, path: str, body: dict[str, Any] | bytes
 ) -> tuple[httpx.Response, list[float]]:
-    """POST `body` to `path` from another thread and probe /health until the answer
-    comes: (the answer, the probes' latencies in seconds, sorted)."""
+    """POST `body` (JSON, or bytes sent as they are) to `path` from another thread and
+    probe /health until the answer comes: (the answer, the probes' latencies in seconds,
+    sorted)."""
     outcome: dict[str, httpx.Response] = {}
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"content-type": "application/json"}
 
     def send() -> None:
-        outcome["r"] = httpx.post(f"{base_url}{path}", json=body, timeout=300)
+        outcome["r"] = httpx.post(
+            f"{base_url}{path}", content=content, headers=headers, timeout=300
+        )
 
     sender = threading.Thread(target=send)
     latencies: list[float] = []
