@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from backends.base import Finished, GenerationRequest, SamplingParams, TextDelta
-from backends.errors import ContextLengthExceeded, InvalidRequest, Overloaded
+from backends.errors import ConfigError, ContextLengthExceeded, InvalidRequest, Overloaded
 from backends.llama_cpp import LlamaCppBackend
 
 PROMPTS = [
@@ -97,6 +97,28 @@ def test_one_at_a_time_decoding_keeps_outputs_identical(smollm2_path: Path) -> N
         assert passes > steps + 10  # most decode-only steps went one sequence at a time
 
     asyncio.run(main())
+
+
+def test_deterministic_false_uses_one_unified_kv_cache(tiny_bloom_path: Path) -> None:
+    async def main() -> None:
+        backend = backend_for(tiny_bloom_path, parallel=2, n_ctx=128, deterministic=False)
+        async with backend:
+            assert backend._ctx is not None and backend._ctx.kv_unified
+            assert backend.info().details["deterministic"] is False
+            results = await asyncio.gather(*(run(backend, p, max_tokens=4) for p in PROMPTS[:2]))
+        assert all(f.usage.completion_tokens == 4 for _, f in results)
+        async with backend_for(tiny_bloom_path, parallel=2, n_ctx=128) as default:
+            assert default._ctx is not None and not default._ctx.kv_unified
+            assert default.info().details["deterministic"] is True
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("value", ["yes", 1, "false"])
+def test_deterministic_must_be_a_boolean(tiny_bloom_path: Path, value: object) -> None:
+    with pytest.raises(ConfigError, match="deterministic must be true or false") as err:
+        backend_for(tiny_bloom_path, deterministic=value)
+    assert err.value.key == "deterministic"
 
 
 def test_prefix_reuse_keeps_outputs_identical(smollm2_path: Path) -> None:
