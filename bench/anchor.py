@@ -309,3 +309,41 @@ def markdown(results: dict[str, Any]) -> str:
             f"time ({d['max_tokens']} tokens, temperature 0)."
         )
     return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Per model: tokens/s, burst TTFT p50 and ITL p95 against N, one line a contender."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = results["models"]
+    rows = (
+        ("tokens_per_s", "tokens/s (48 new tokens, T=0)", 1.0),
+        ("ttft_burst_p50_s", "TTFT p50 of the burst (ms)", 1000.0),
+        ("itl_p95_ms", "inter-token latency p95 (ms)", 1.0),
+    )
+    fig, axes = plt.subplots(len(rows), len(models), figsize=(5.5 * len(models), 10), squeeze=False)
+    for col, model in enumerate(models):
+        ns = sorted(int(n) for n in model["levels"])
+        names = list(model["levels"][str(ns[0])])
+        for row, (key, title, scale) in enumerate(rows):
+            ax = axes[row][col]
+            for name in names:
+                ys = [model["levels"][str(n)][name][key] * scale for n in ns]
+                ax.plot(ns, ys, "o-", label=name)
+            ax.set_title(f"{model['name']}: {title}", fontsize=10)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(ns, [str(n) for n in ns])
+            ax.set_xlabel("clients arriving at once")
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(
+        f"gateway vs llama.cpp's llama-server, {results['threads']} decode thread each, "
+        f"{results['slots']} slots, one run ({results['started']})",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -3,7 +3,8 @@ llama-cpp-python release and with the same CMake flags as the wheel the gateway 
 so the two contenders differ only in what sits above ggml.
 
 The binary is built once per (version, flags) and kept beside the wheel cache:
-~/.cache/inference-gateway/llama-server-<key>/llama-server (10-40 minutes on 2 cores).
+~/.cache/inference-gateway/llama-server-<key>/llama-server (4 minutes on an idle 2-core
+machine, up to 40 under load).
 
     .venv/bin/python -m bench.llama_server          # build if missing, print the path
 """
@@ -90,7 +91,7 @@ def build() -> Path:
     flags = dev.cmake_args().split()
     target = cache_dir()
     log(f"building llama-server {dev.LLAMA_CPP_VERSION} with {' '.join(flags)}")
-    log("this takes 10-40 minutes on 2 cores, once per flag set")
+    log("this takes minutes (up to 40 on 2 busy cores), once per flag set")
     with tempfile.TemporaryDirectory(prefix="llama-server-build-") as tmp:
         source = _fetch_source(Path(tmp), dev.LLAMA_CPP_VERSION)
         build_dir = Path(tmp) / "build"

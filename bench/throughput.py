@@ -322,6 +322,10 @@ def run_anchor(opts: argparse.Namespace) -> None:
     name = opts.out or ("anchor-quick" if opts.quick else f"anchor-{started.replace(':', '')}")
     (out / f"{name}.json").write_text(json.dumps(results, indent=1))
     print(anchor.markdown(results))
+    try:
+        anchor.plot(results, out / f"{name}.png")
+    except ImportError:  # matplotlib comes with the bench extra
+        log("no plot: matplotlib is not installed (GATEWAY_EXTRAS=test,bench)")
     log(f"wrote {out / name}.json in {results['seconds']} s")
 
 
