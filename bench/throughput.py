@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -263,25 +264,50 @@ def main(argv: list[str] | None = None) -> None:
         "models": [],
     }
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        for model in resolve(opts.models.split(","), log):
-            m0 = time.perf_counter()
-            try:
-                results["models"].append(bench_model(model, opts, Path(tmp)))
-            finally:
-                for f in Path(tmp).glob("*.log"):
-                    (out / f"tmp-{model.name}-{f.name}").write_bytes(f.read_bytes())
-                    f.unlink()
-            log(f"{model.name}: done in {time.perf_counter() - m0:.0f} s")
+    results["models"] = per_model(
+        opts.models, "", out, lambda model, tmp: bench_model(model, opts, tmp)
+    )
     results["seconds"] = round(time.perf_counter() - t0, 1)
     name = opts.out or ("quick" if opts.quick else f"run-{started.replace(':', '')}")
-    (out / f"{name}.json").write_text(json.dumps(results, indent=1))
-    print(markdown(results))
+    publish(results, out / name, markdown, plot)
+
+
+def per_model(
+    models: str,
+    prefix: str,
+    out: Path,
+    bench: Callable[[BenchModel, Path], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """`bench` for each model in turn, in a temporary folder; the servers' logs are
+    kept in `out` as tmp-<prefix><model>-*.log."""
+    found = []
+    with tempfile.TemporaryDirectory(prefix=f"bench-{prefix}") as tmp:
+        for model in resolve(models.split(","), log):
+            m0 = time.perf_counter()
+            try:
+                found.append(bench(model, Path(tmp)))
+            finally:
+                for f in Path(tmp).glob("*.log"):
+                    (out / f"tmp-{prefix}{model.name}-{f.name}").write_bytes(f.read_bytes())
+                    f.unlink()
+            log(f"{model.name}: done in {time.perf_counter() - m0:.0f} s")
+    return found
+
+
+def publish(
+    results: dict[str, Any],
+    stem: Path,
+    table: Callable[[dict[str, Any]], str],
+    draw: Callable[[dict[str, Any], Path], None],
+) -> None:
+    """The JSON, the table on stdout and, with matplotlib, the plot."""
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    print(table(results))
     try:
-        plot(results, out / f"{name}.png")
+        draw(results, stem.with_suffix(".png"))
     except ImportError:  # matplotlib comes with the bench extra
         log("no plot: matplotlib is not installed (GATEWAY_EXTRAS=test,bench)")
-    log(f"wrote {out / name}.json in {results['seconds']} s")
+    log(f"wrote {stem}.json in {results['seconds']} s")
 
 
 def run_anchor(opts: argparse.Namespace) -> None:
@@ -304,29 +330,17 @@ def run_anchor(opts: argparse.Namespace) -> None:
         "models": [],
     }
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench-anchor-") as tmp:
-        for model in resolve(models.split(","), log):
-            m0 = time.perf_counter()
-            try:
-                results["models"].append(
-                    anchor.run_model(
-                        model, Path(tmp), levels, repeat, threads, opts.quick, opts.unified, log
-                    )
-                )
-            finally:
-                for f in Path(tmp).glob("*.log"):
-                    (out / f"tmp-anchor-{model.name}-{f.name}").write_bytes(f.read_bytes())
-                    f.unlink()
-            log(f"{model.name}: done in {time.perf_counter() - m0:.0f} s")
+    results["models"] = per_model(
+        models,
+        "anchor-",
+        out,
+        lambda model, tmp: anchor.run_model(
+            model, tmp, levels, repeat, threads, opts.quick, opts.unified, log
+        ),
+    )
     results["seconds"] = round(time.perf_counter() - t0, 1)
     name = opts.out or ("anchor-quick" if opts.quick else f"anchor-{started.replace(':', '')}")
-    (out / f"{name}.json").write_text(json.dumps(results, indent=1))
-    print(anchor.markdown(results))
-    try:
-        anchor.plot(results, out / f"{name}.png")
-    except ImportError:  # matplotlib comes with the bench extra
-        log("no plot: matplotlib is not installed (GATEWAY_EXTRAS=test,bench)")
-    log(f"wrote {out / name}.json in {results['seconds']} s")
+    publish(results, out / name, anchor.markdown, anchor.plot)
 
 
 if __name__ == "__main__":
