@@ -3,7 +3,7 @@ time (`BatchCosts`), from measured costs."""
 
 from __future__ import annotations
 
-from backends.llama_cpp.engine import BatchCosts
+from backends.llama_cpp.steps import BatchCosts
 
 
 def test_measures_the_batch_first_then_one_at_a_time() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from backends.llama_cpp.engine import micro_batches
+from backends.llama_cpp.steps import micro_batches
 
 
 def batch(*counts: tuple[int, int]) -> list[tuple[int, int, int, bool]]:
