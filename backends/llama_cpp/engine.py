@@ -30,7 +30,7 @@ from backends.errors import BackendError, Overloaded
 from backends.llama_cpp.logprobs import describe, token_text
 from backends.llama_cpp.native import Context, Model, logits_row
 from backends.llama_cpp.sampling import Sampler
-from backends.llama_cpp.sequence import Sequence, Ticket
+from backends.llama_cpp.sequence import Outbox, Sequence, Ticket
 from backends.llama_cpp.steps import BatchCosts, StepTiming, micro_batches
 from backends.text import StopMatcher
 
@@ -63,6 +63,7 @@ class Engine:
         # tokens decoded and the micro-batches llama.cpp cut them into.
         self.timing = StepTiming()
         self.costs = BatchCosts()
+        self._outbox = Outbox()  # outputs of the last step, sent before the next decode
 
     # -- asyncio side -------------------------------------------------------------
 
@@ -182,6 +183,7 @@ class Engine:
                     return False
                 if any(s is not None for s in self._slots):
                     return True
+                self._outbox.flush()  # nothing more to decode: send what is left now
                 self._cond.wait()
 
     def _best_slot(self, prompt: list[int]) -> int:
@@ -270,6 +272,7 @@ class Engine:
             seq.n_prefilled = end
             budget -= end - start
         if not entries:
+            self._outbox.flush()
             return
         one_by_one = len(scored) == 0 and len(entries) == len(sample_at) == running
         parts: list[tuple[list, list[tuple[Sequence, int]], list]] = [
@@ -279,6 +282,7 @@ class Engine:
             parts = [([e], [(seq, 0)], []) for e, (seq, _) in zip(entries, sample_at, strict=True)]
         decode_seconds = 0.0
         for part_entries, part_samples, part_scored in parts:
+            self._outbox.flush()  # the last step's outputs, now that its bookkeeping is done
             started = time.perf_counter()
             self._ctx.decode(part_entries)
             took = time.perf_counter() - started
@@ -339,7 +343,7 @@ class Engine:
             first = TokenLogprob(token_text(self._model, tokens[0]), None) if tokens else None
             scored = seq.prompt_logprobs[seq.echo_from :]
             logprobs = tuple([first, *scored]) if first is not None else ()
-        seq.emit(TextDelta(seq.echo_text, tuple(tokens), logprobs, is_prompt=True))
+        self._outbox.put(seq, TextDelta(seq.echo_text, tuple(tokens), logprobs, is_prompt=True))
 
     def _advance(self, seq: Sequence, token: int, logprob: TokenLogprob | None = None) -> None:
         if seq.cancelled:
@@ -364,7 +368,7 @@ class Engine:
         if seq.n_generated >= seq.max_new_tokens or seq.n_past >= self._n_ctx_seq:
             self._finish(seq, "length", text + self._drain(seq), (token,), scores)
             return
-        seq.emit(TextDelta(text, (token,), scores))
+        self._outbox.put(seq, TextDelta(text, (token,), scores))
 
     @staticmethod
     def _drain(seq: Sequence) -> str:
@@ -382,11 +386,12 @@ class Engine:
         scores: tuple[TokenLogprob, ...] = (),
     ) -> None:
         if text or tokens:
-            seq.emit(TextDelta(text, tokens, scores))
-        seq.emit(Finished(reason, Usage(len(seq.prompt), seq.n_generated)))
+            self._outbox.put(seq, TextDelta(text, tokens, scores))
+        self._outbox.put(seq, Finished(reason, Usage(len(seq.prompt), seq.n_generated)))
         seq.done = True
 
     def _fail_all(self, exc: BaseException) -> None:
+        self._outbox.flush()  # what was produced before the failure, in order
         for i, seq in enumerate(self._slots):
             if seq is not None:
                 if not seq.done:

@@ -69,3 +69,36 @@ class Ticket:
 
     def __init__(self, count: int) -> None:
         self.unused = count
+
+
+class Outbox:
+    """The engine's outputs of one step, handed to the event loop together: one
+    wake-up per loop per step instead of one per sequence and token, sent once the
+    engine's own bookkeeping is done, right before the next decode. The event loop's
+    work on them (SSE chunks, socket writes) then overlaps the next decode, which runs
+    without the GIL, instead of holding up the engine thread as it wants the GIL back."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[Sequence, EngineOutput]] = []
+
+    def put(self, seq: Sequence, item: EngineOutput) -> None:
+        self._items.append((seq, item))
+
+    def flush(self) -> None:
+        if not self._items:
+            return
+        items, self._items = self._items, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Sequence, EngineOutput]]] = {}
+        for seq, item in items:
+            by_loop.setdefault(seq.loop, []).append((seq, item))
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, batch)
+            except RuntimeError:  # the event loop is closed: nobody is listening any more
+                for seq, _ in batch:
+                    seq.cancelled = True
+
+
+def _deliver(batch: list[tuple[Sequence, EngineOutput]]) -> None:
+    for seq, item in batch:
+        seq.output.put_nowait(item)
