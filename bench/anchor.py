@@ -7,9 +7,10 @@ same llama.cpp source and CMake flags, 1 decode thread each, 8 slots of 1,024 to
 For each N in 1, 2, 4, 8, 16, N clients start at the same instant (a burst) and each
 sends its requests back to back (two each, one at N=16): streaming `/v1/completions`,
 temperature 0, 48 tokens.
-Every request's prompt starts with a tag used once, so neither server answers from a
-prompt cache: the figures are the engines' own. Contenders alternate which goes first and
-each level runs twice (per figure the better run is kept). Then a long-prompt mix
+Every request's prompt starts with a tag that no earlier request to the same server used, so
+neither server answers from a prompt cache: the figures are the engines' own. Within a run,
+every contender gets the same prompts. Contenders alternate which goes first and each
+level runs twice (per figure the better run is kept). Then a long-prompt mix
 (200-800 tokens, where prefill dominates), and the determinism check: 24 prompts alone,
 then 8 at a time, must give the same text. Reports, per level: tokens/s, time to first
 token of the burst (p50), inter-token latency (p95) and their ratios to llama-server.
@@ -249,7 +250,8 @@ def run_model(
             for rep in range(repeat):
                 order = names if rep % 2 == 0 else names[::-1]
                 for name in order:
-                    prompts = burst_prompts(f"{name[0]}{n}{rep}", n, rounds)
+                    # every contender gets the same prompts, tagged for this level and run
+                    prompts = burst_prompts(f"{n}.{rep}", n, rounds)
                     runs[name].append(measure_proc(procs[name], prompts))
             level = {k: best(v) for k, v in runs.items()}
             for k in names[:1] + names[2:]:
@@ -268,7 +270,7 @@ def run_model(
             runs = {k: [] for k in names}
             for rep in range(repeat):
                 for name in names if rep % 2 == 0 else names[::-1]:
-                    prompts = long_prompts(f"L{name[0]}{rep}", LONG_CLIENTS, count)
+                    prompts = long_prompts(f"L{rep}", LONG_CLIENTS, count)
                     runs[name].append(measure_proc(procs[name], prompts))
             mix = {k: best(v) for k, v in runs.items()}
             for k in names[:1] + names[2:]:
