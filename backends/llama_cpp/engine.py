@@ -31,13 +31,13 @@ from backends.llama_cpp.logprobs import describe, token_text
 from backends.llama_cpp.native import Context, Model, logits_row
 from backends.llama_cpp.sampling import Sampler
 from backends.llama_cpp.sequence import Outbox, Sequence, Ticket
+from backends.llama_cpp.slots import best_slot, common_prefix
 from backends.llama_cpp.steps import BatchCosts, StepTiming, micro_batches
 from backends.text import StopMatcher
 
 log = structlog.get_logger("backends.llama_cpp.engine")
 
 PROMPT_SCORE_CHUNK = 64
-MIN_PREFIX_REUSE = 16  # shorter shared prefixes are chance, not worth a scattered slot
 
 
 class Engine:
@@ -187,22 +187,7 @@ class Engine:
                 self._cond.wait()
 
     def _best_slot(self, prompt: list[int]) -> int:
-        """The free slot whose cached tokens share a long prefix with `prompt` (the
-        editor pattern: the same file prefix again and again); otherwise the one that
-        keeps the busy slots in the fewest runs of consecutive ids (each run costs a
-        pass over the weights per step), the lowest first."""
-        busy = [s is not None for s in self._slots]
-
-        def runs_with(i: int) -> int:
-            flags = busy.copy()
-            flags[i] = True
-            return sum(1 for k, b in enumerate(flags) if b and (k == 0 or not flags[k - 1]))
-
-        def score(i: int) -> tuple[int, int, int]:
-            reuse = common_prefix(self._cached[i], prompt)
-            return (reuse if reuse >= MIN_PREFIX_REUSE else 0, -runs_with(i), -i)
-
-        return max((i for i, s in enumerate(self._slots) if s is None), key=score)
+        return best_slot([s is not None for s in self._slots], self._cached, prompt)
 
     def _place(self, seq: Sequence, slot: int) -> None:
         # Keep the KV of the shared prefix, but always decode at least the last prompt
@@ -399,11 +384,3 @@ class Engine:
                 self._release(i)
         while self._waiting:
             self._waiting.popleft().emit(exc)
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i

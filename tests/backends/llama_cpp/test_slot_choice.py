@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from backends.llama_cpp.engine import MIN_PREFIX_REUSE, Engine
+from backends.llama_cpp.engine import Engine
+from backends.llama_cpp.slots import MIN_PREFIX_REUSE
 
 BUSY = object()  # any running sequence
 
